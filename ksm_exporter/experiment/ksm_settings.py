@@ -1,0 +1,110 @@
+"""Change KSM's sysfs settings and put every one of them back.
+
+This is the only module that writes to /sys/kernel/mm/ksm. The exporter daemon never
+imports it; the `experiment` command and the real-kernel tests do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+# Written in this order on restore: tunables first, `run` last, so ksmd restarts with
+# the settings it had. advisor_mode comes before pages_to_scan because the kernel
+# refuses pages_to_scan while the scan-time advisor is active.
+RESTORABLE = (
+    "advisor_mode",
+    "advisor_max_cpu",
+    "advisor_min_pages_to_scan",
+    "advisor_max_pages_to_scan",
+    "advisor_target_scan_time",
+    "pages_to_scan",
+    "sleep_millisecs",
+    "max_page_sharing",
+    "stable_node_chains_prune_millisecs",
+    "use_zero_pages",
+    "smart_scan",
+    "merge_across_nodes",
+    "run",
+)
+
+# One experiment (or real-kernel test) at a time on a machine: KSM is global state.
+LOCK_PATH = Path(os.environ.get("KSM_EXPORTER_LOCK", "/run/lock/ksm-exporter-experiment.lock"))
+
+
+class KsmUnavailable(RuntimeError):
+    """KSM is absent, or its sysfs is not writable by us."""
+
+
+def ksm_dir(sysfs: str | os.PathLike[str] = "/sys") -> Path:
+    return Path(sysfs) / "kernel" / "mm" / "ksm"
+
+
+def check_writable(sysfs: str | os.PathLike[str] = "/sys") -> Path:
+    """Return the KSM directory, or raise KsmUnavailable saying why not."""
+    d = ksm_dir(sysfs)
+    if not (d / "run").is_file():
+        raise KsmUnavailable(f"KSM is not available: {d}/run does not exist (CONFIG_KSM off?)")
+    if not os.access(d / "run", os.W_OK):
+        raise KsmUnavailable(f"KSM settings are read-only here: {d}/run is not writable (not root?)")
+    return d
+
+
+def _current_value(path: Path) -> str:
+    text = path.read_text().strip()
+    if path.name == "advisor_mode":
+        # "[none] scan-time": the bracketed word is what to write back.
+        for word in text.split():
+            if word.startswith("[") and word.endswith("]"):
+                return word[1:-1]
+    return text
+
+
+class KsmSettings:
+    """Remembers the first value of every setting it writes and restores them all."""
+
+    def __init__(self, sysfs: str | os.PathLike[str] = "/sys") -> None:
+        self.dir = check_writable(sysfs)
+        self.saved: dict[str, str] = {}
+
+    def read(self, name: str) -> str:
+        return _current_value(self.dir / name)
+
+    def write(self, name: str, value: int | str) -> None:
+        path = self.dir / name
+        if name not in self.saved:
+            self.saved[name] = _current_value(path)
+        with open(path, "w") as f:  # the experiment's own write: see module docstring
+            f.write(f"{value}\n")
+
+    def restore(self) -> list[str]:
+        """Put back everything written; return a message per setting that failed."""
+        failures: list[str] = []
+        order = sorted(self.saved, key=lambda n: RESTORABLE.index(n) if n in RESTORABLE else -1)
+        for name in order:
+            try:
+                if _current_value(self.dir / name) != self.saved[name]:
+                    with open(self.dir / name, "w") as f:
+                        f.write(f"{self.saved[name]}\n")
+            except OSError as e:
+                failures.append(f"{name}: could not restore {self.saved[name]!r}: {e}")
+        self.saved.clear()
+        return failures
+
+
+@contextlib.contextmanager
+def exclusive_ksm(sysfs: str | os.PathLike[str] = "/sys") -> Iterator[KsmSettings]:
+    """Hold the machine-wide KSM lock and restore every touched setting on exit."""
+    settings = KsmSettings(sysfs)
+    LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_PATH, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield settings
+        finally:
+            failures = settings.restore()
+            if failures:
+                raise RuntimeError("; ".join(failures))
