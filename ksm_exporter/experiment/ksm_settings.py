@@ -49,7 +49,9 @@ def check_writable(sysfs: str | os.PathLike[str] = "/sys") -> Path:
     if not (d / "run").is_file():
         raise KsmUnavailable(f"KSM is not available: {d}/run does not exist (CONFIG_KSM off?)")
     if not os.access(d / "run", os.W_OK):
-        raise KsmUnavailable(f"KSM settings are read-only here: {d}/run is not writable (not root?)")
+        raise KsmUnavailable(
+            f"KSM settings are read-only here: {d}/run is not writable (not root?)"
+        )
     return d
 
 

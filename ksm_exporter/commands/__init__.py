@@ -1,0 +1,1 @@
+"""Subcommands: serve (the daemon), status, watch, experiment."""

@@ -1,0 +1,180 @@
+"""How each file of /sys/kernel/mm/ksm becomes a metric.
+
+HELP texts follow the kernel's Documentation/admin-guide/mm/ksm.rst.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FileMetric:
+    file: str
+    name: str
+    kind: str  # "gauge" or "counter"
+    help: str
+    scale: float = 1.0  # multiply the file's value by this (milliseconds -> seconds ...)
+
+
+FILE_METRICS: tuple[FileMetric, ...] = (
+    FileMetric(
+        "pages_shared", "ksm_pages_shared", "gauge", "How many shared pages are being used."
+    ),
+    FileMetric(
+        "pages_sharing",
+        "ksm_pages_sharing",
+        "gauge",
+        "How many more sites are sharing them, i.e. how much saved.",
+    ),
+    FileMetric(
+        "pages_unshared",
+        "ksm_pages_unshared",
+        "gauge",
+        "How many pages unique but repeatedly checked for merging.",
+    ),
+    FileMetric(
+        "pages_volatile",
+        "ksm_pages_volatile",
+        "gauge",
+        "How many pages changing too fast to be placed in a tree.",
+    ),
+    FileMetric(
+        "stable_node_chains",
+        "ksm_stable_node_chains",
+        "gauge",
+        "The number of KSM pages that hit the max_page_sharing limit.",
+    ),
+    FileMetric(
+        "stable_node_dups", "ksm_stable_node_dups", "gauge", "Number of duplicated KSM pages."
+    ),
+    FileMetric(
+        "ksm_zero_pages",
+        "ksm_zero_pages",
+        "gauge",
+        "How many zero pages that are still mapped into processes were mapped by KSM "
+        "when deduplicating.",
+    ),
+    FileMetric(
+        "general_profit",
+        "ksm_general_profit_bytes",
+        "gauge",
+        "How effective is KSM: saved pages times page size minus the memory of all "
+        "rmap_items; negative when KSM costs more than it saves.",
+    ),
+    FileMetric(
+        "pages_to_scan",
+        "ksm_pages_to_scan",
+        "gauge",
+        "How many pages to scan before ksmd goes to sleep.",
+    ),
+    FileMetric(
+        "sleep_millisecs",
+        "ksm_sleep_seconds",
+        "gauge",
+        "How long ksmd should sleep before next scan (sleep_millisecs).",
+        scale=0.001,
+    ),
+    FileMetric(
+        "stable_node_chains_prune_millisecs",
+        "ksm_stable_node_chains_prune_seconds",
+        "gauge",
+        "How frequently KSM checks the metadata of the pages that hit the deduplication "
+        "limit for stale information (stable_node_chains_prune_millisecs).",
+        scale=0.001,
+    ),
+    FileMetric(
+        "merge_across_nodes",
+        "ksm_merge_across_nodes",
+        "gauge",
+        "Whether pages from different NUMA nodes can be merged (1) or only pages of the "
+        "same node (0).",
+    ),
+    FileMetric(
+        "use_zero_pages",
+        "ksm_use_zero_pages",
+        "gauge",
+        "Whether empty pages are merged with the kernel zero page(s) instead of with each other.",
+    ),
+    FileMetric(
+        "max_page_sharing",
+        "ksm_max_page_sharing",
+        "gauge",
+        "Maximum sharing allowed for each KSM page.",
+    ),
+    FileMetric(
+        "smart_scan",
+        "ksm_smart_scan",
+        "gauge",
+        "Whether smart scan skips pages that have previously not been de-duplicated.",
+    ),
+    FileMetric(
+        "run",
+        "ksm_run",
+        "gauge",
+        "Raw run file: 0 ksmd stopped keeping merged pages, 1 ksmd running, 2 stopped and "
+        "unmerging all pages; plus 4 while memory is hot-removed.",
+    ),
+    FileMetric(
+        "full_scans",
+        "ksm_full_scans_total",
+        "counter",
+        "How many times all mergeable areas have been scanned.",
+    ),
+    FileMetric(
+        "pages_scanned",
+        "ksm_pages_scanned_total",
+        "counter",
+        "How many pages are being scanned for ksm.",
+    ),
+    FileMetric(
+        "pages_skipped",
+        "ksm_pages_skipped_total",
+        "counter",
+        'How many pages did the "smart" page scanning algorithm skip.',
+    ),
+    FileMetric(
+        "advisor_max_cpu",
+        "ksm_advisor_max_cpu_ratio",
+        "gauge",
+        "Upper limit of the cpu usage of the ksmd background thread for the scan time "
+        "advisor, as a ratio (advisor_max_cpu percent / 100).",
+        scale=0.01,
+    ),
+    FileMetric(
+        "advisor_min_pages_to_scan",
+        "ksm_advisor_min_pages_to_scan",
+        "gauge",
+        "Lower limit of the pages_to_scan parameter of the scan time advisor.",
+    ),
+    FileMetric(
+        "advisor_max_pages_to_scan",
+        "ksm_advisor_max_pages_to_scan",
+        "gauge",
+        "Upper limit of the pages_to_scan parameter of the scan time advisor.",
+    ),
+    FileMetric(
+        "advisor_target_scan_time",
+        "ksm_advisor_target_scan_time_seconds",
+        "gauge",
+        "Target scan time in seconds to scan all the candidate pages.",
+    ),
+)
+
+BY_FILE = {m.file: m for m in FILE_METRICS}
+
+ADVISOR_MODE_HELP = (
+    "The current KSM advisor: 1 for the active mode (none: no advisor; scan-time: "
+    "pages_to_scan adapted to reach the target scan time), 0 for the others."
+)
+
+
+def unknown_file_metric(file: str) -> FileMetric:
+    """A file this exporter does not know yet that holds one integer."""
+    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in file)
+    return FileMetric(
+        file,
+        f"ksm_{safe}",
+        "gauge",
+        f"Value of /sys/kernel/mm/ksm/{file} (a file this exporter version does not describe).",
+    )

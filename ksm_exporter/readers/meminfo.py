@@ -1,0 +1,64 @@
+"""Read <procfs>/meminfo.
+
+Parsed by hand rather than through psutil.virtual_memory(): psutil returns derived
+figures (its `cached` adds SReclaimable, its `used` subtracts buffers and cache), while
+the seed's log (procps 3.2 `free -m`: used = MemTotal - MemFree) and ksmtuned
+(MemFree + Buffers + Cached) are defined on the raw fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+_FIELDS = {
+    "MemTotal": "total",
+    "MemFree": "free",
+    "MemAvailable": "available",
+    "Buffers": "buffers",
+    "Cached": "cached",
+}
+
+
+@dataclass(frozen=True)
+class MemInfo:
+    """Bytes. `available` is None on kernels before 3.14 (no MemAvailable)."""
+
+    total: int
+    free: int
+    available: int | None = None
+    buffers: int = 0
+    cached: int = 0
+
+    @property
+    def used(self) -> int:
+        """What the seed's `free -m` prints as used: MemTotal - MemFree."""
+        return self.total - self.free
+
+
+def parse_meminfo(text: str) -> MemInfo:
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        key, sep, rest = line.partition(":")
+        attr = _FIELDS.get(key)
+        if not sep or attr is None:
+            continue
+        parts = rest.split()
+        if not parts:
+            raise ValueError(f"{key}: no value")
+        n = int(parts[0])
+        unit = parts[1] if len(parts) > 1 else ""
+        if unit not in ("kB", ""):
+            raise ValueError(f"{key}: unknown unit {unit!r}")
+        found[attr] = n * 1024 if unit == "kB" else n
+    if "total" not in found or "free" not in found:
+        raise ValueError("MemTotal or MemFree missing")
+    return MemInfo(**found)
+
+
+def read_meminfo(procfs: Path) -> MemInfo:
+    """Raises OSError or ValueError; the caller counts it as a read error."""
+    path = procfs / "meminfo"
+    with open(path, "rb") as f:
+        data = f.read(64 * 1024)
+    return parse_meminfo(data.decode("ascii", "replace"))

@@ -1,0 +1,152 @@
+"""Read every file of <sysfs>/kernel/mm/ksm.
+
+What is exported is decided by the files present, never by the kernel version: 2.6.32
+has 7 files, 6.18 has 24, and a file we do not know that holds one integer is kept too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import read_small_file
+
+# The kernel prints these with %ld: they can go negative (general_profit when rmap_items
+# cost more than merging saves; the others transiently, as they are sums of racy counters).
+SIGNED_FILES = frozenset({"general_profit", "ksm_zero_pages", "pages_volatile"})
+
+# The kernel's counters are 64-bit; a value outside the range is corruption, not data.
+_U64_MAX = 2**64 - 1
+_S64_MIN, _S64_MAX = -(2**63), 2**63 - 1
+
+ADVISOR_MODE = "advisor_mode"
+
+# Every integer file of kernels 2.6.32 to 6.18. A known file that does not parse is an
+# error; an unknown one that does not hold an integer is a format we cannot guess, so it
+# is ignored rather than counted as broken on every scrape.
+KNOWN_INTEGER_FILES = frozenset(
+    {
+        "advisor_max_cpu",
+        "advisor_max_pages_to_scan",
+        "advisor_min_pages_to_scan",
+        "advisor_target_scan_time",
+        "full_scans",
+        "general_profit",
+        "ksm_zero_pages",
+        "max_page_sharing",
+        "merge_across_nodes",
+        "pages_scanned",
+        "pages_shared",
+        "pages_sharing",
+        "pages_skipped",
+        "pages_to_scan",
+        "pages_unshared",
+        "pages_volatile",
+        "run",
+        "sleep_millisecs",
+        "smart_scan",
+        "stable_node_chains",
+        "stable_node_chains_prune_millisecs",
+        "stable_node_dups",
+        "use_zero_pages",
+    }
+)
+
+
+@dataclass(frozen=True)
+class AdvisorMode:
+    active: str
+    modes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KsmReading:
+    """One read of the KSM directory."""
+
+    present: bool
+    values: dict[str, int] = field(default_factory=dict)
+    raw: dict[str, str] = field(default_factory=dict)  # file -> text as read, stripped
+    advisor_mode: AdvisorMode | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # file -> why it was skipped
+    ignored: tuple[str, ...] = ()  # unknown files that do not hold one integer
+
+
+def parse_int(name: str, text: str) -> int:
+    """Parse one sysfs integer; ValueError says why it is not one."""
+    s = text.strip()
+    if not s:
+        raise ValueError("empty")
+    try:
+        value = int(s, 10)
+    except ValueError:
+        raise ValueError(f"not an integer: {s[:40]!r}") from None
+    if name in SIGNED_FILES:
+        if not _S64_MIN <= value <= _S64_MAX:
+            raise ValueError(f"outside the signed 64-bit range: {s[:40]}")
+    elif not 0 <= value <= _U64_MAX:
+        raise ValueError(f"outside the unsigned 64-bit range: {s[:40]}")
+    return value
+
+
+def parse_advisor_mode(text: str) -> AdvisorMode:
+    """`[none] scan-time`: the bracketed word is the active mode."""
+    words = text.split()
+    active = [w[1:-1] for w in words if len(w) > 2 and w[0] == "[" and w[-1] == "]"]
+    if len(active) != 1:
+        raise ValueError(f"no single [active] mode in {text.strip()[:60]!r}")
+    return AdvisorMode(active=active[0], modes=tuple(w.strip("[]") for w in words))
+
+
+def list_files(ksm_dir: Path) -> list[str] | None:
+    """Names in the KSM directory, sorted; None when the directory is absent."""
+    try:
+        return sorted(os.listdir(ksm_dir))
+    except OSError:  # missing, not a directory, or not listable: KSM is not readable
+        return None
+
+
+def read_ksm(ksm_dir: Path, only: tuple[str, ...] | None = None) -> KsmReading:
+    """Read the KSM directory (or just the files in `only`, for the fast watcher poll)."""
+    names = list_files(ksm_dir) if only is None else list(only) if ksm_dir.is_dir() else None
+    if names is None:
+        return KsmReading(present=False)
+    values: dict[str, int] = {}
+    raw: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    ignored: list[str] = []
+    advisor: AdvisorMode | None = None
+
+    for name in names:
+        try:
+            text = read_small_file(ksm_dir / name)
+        except FileNotFoundError:
+            continue  # vanished between listdir and open: absent, as if never there
+        except (OSError, ValueError) as e:
+            errors[name] = _describe(e)
+            continue
+        raw[name] = text.strip()
+        try:
+            if name == ADVISOR_MODE:
+                advisor = parse_advisor_mode(text)
+            else:
+                values[name] = parse_int(name, text)
+        except ValueError as e:
+            if name in KNOWN_INTEGER_FILES or name == ADVISOR_MODE:
+                errors[name] = str(e)
+            else:
+                ignored.append(name)  # a future file with text we cannot interpret
+    return KsmReading(
+        present=True,
+        values=values,
+        raw=raw,
+        advisor_mode=advisor,
+        errors=errors,
+        ignored=tuple(ignored),
+    )
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, OSError):
+        return e.strerror or type(e).__name__
+    return str(e)

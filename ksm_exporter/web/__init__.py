@@ -1,0 +1,1 @@
+"""HTTP: routes (app) and the server that carries them."""
