@@ -1,0 +1,147 @@
+"""Shared test helpers: fixture trees, a free port, the exporter as a real process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).parent.parent
+REAL_KSM = Path("/sys/kernel/mm/ksm")
+
+
+def copy_fixture(name: str, dest: Path) -> Path:
+    """A writable copy of tests/fixtures/NAME (the tests flip files in it)."""
+    root = dest / name
+    shutil.copytree(FIXTURES / name, root, symlinks=True)
+    return root
+
+
+def write_ksm(root: Path, name: str, value: object) -> None:
+    """Rewrite one file of a fixture tree's KSM directory atomically (no torn reads)."""
+    path = root / "sys/kernel/mm/ksm" / name
+    tmp = path.with_name(f".{name}.tmp")
+    tmp.write_text(f"{value}\n")
+    os.replace(tmp, path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(
+    url: str, headers: dict[str, str] | None = None, timeout: float = 5.0
+) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@dataclass
+class RunningExporter:
+    proc: subprocess.Popen[str]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str = "/metrics", **kw: object) -> tuple[int, str]:
+        return http_get(self.url + path, **kw)  # type: ignore[arg-type]
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def metrics(self) -> dict[str, float]:
+        """`name{labels}` -> value of one scrape (comments dropped)."""
+        status, body = self.get("/metrics")
+        assert status == 200, body
+        return parse_samples(body)
+
+
+def parse_samples(body: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def exporter_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ksm_exporter", *args]
+
+
+@contextlib.contextmanager
+def run_exporter(
+    root: Path | None,
+    *extra: str,
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    interval: str = "100ms",
+) -> Iterator[RunningExporter]:
+    """Start `python -m ksm_exporter` on a fixture tree (root=None: the real /sys and /proc)
+    on a free loopback port; stop it (SIGTERM, then SIGKILL) on exit."""
+    port = free_port()
+    args = [f"--web.listen-address=127.0.0.1:{port}", f"--watch.interval={interval}"]
+    if root is not None:
+        args += [f"--path.sysfs={root}/sys", f"--path.procfs={root}/proc"]
+    log_path = tmp / f"exporter-{port}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            exporter_command(*args, *extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+        )
+    running = RunningExporter(proc, port, log_path)
+    try:
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"exporter exited {proc.returncode}: {log_path.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(up, timeout=15, what="the exporter to listen")
+        yield running
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
