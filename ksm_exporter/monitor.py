@@ -36,11 +36,14 @@ class ReadErrors:
         self._counts: dict[str, int] = {}
         self._failing: set[str] = set()
 
-    def record(self, read: set[str], errors: dict[str, str]) -> None:
-        """`read`: files this pass tried; `errors`: those that failed, with why."""
+    def record(self, read: set[str], errors: dict[str, str], count: bool) -> None:
+        """`read`: files this pass tried; `errors`: those that failed, with why. Only
+        scrapes count (`count`), so the counter means "scrapes that skipped this file",
+        whatever the watcher's interval."""
         with self._lock:
             for name, why in errors.items():
-                self._counts[name] = self._counts.get(name, 0) + 1
+                if count:
+                    self._counts[name] = self._counts.get(name, 0) + 1
                 if name not in self._failing:
                     self._failing.add(name)
                     log.warning("skipping %s: %s", name, why)
@@ -84,16 +87,16 @@ class KsmMonitor:
 
     def poll(self) -> Snapshot:
         """The watcher's cheap look: `run`, full_scans, pages_sharing and memory."""
-        return self._take(only=self.POLLED_FILES)
+        return self._take(only=self.POLLED_FILES, count_errors=False)
 
     def scrape(self) -> Snapshot:
         """Every KSM file, read fresh for a scrape."""
-        return self._take(only=None)
+        return self._take(only=None, count_errors=True)
 
     def tracker_state(self) -> TrackerState:
         return self.tracker.state()
 
-    def _take(self, only: tuple[str, ...] | None) -> Snapshot:
+    def _take(self, only: tuple[str, ...] | None, count_errors: bool) -> Snapshot:
         ksm = read_ksm(self.paths.ksm_dir, only=only)
         memory = self._read_memory()
         snap = Snapshot(taken_at=time.time(), ksm=ksm, memory=memory, page_size=self.page_size)
@@ -101,7 +104,7 @@ class KsmMonitor:
         errors = dict(ksm.errors)
         if memory is None:
             errors[MEMINFO] = "unreadable"
-        self.read_errors.record(tried, errors)
+        self.read_errors.record(tried, errors, count_errors)
         if snap.run is not None:
             self._observe(snap.run, memory, snap.taken_at)
         return snap

@@ -172,9 +172,11 @@ ADVISOR_MODE_HELP = (
 def unknown_file_metric(file: str) -> FileMetric:
     """A file this exporter does not know yet that holds one integer."""
     safe = "".join(c if c.isalnum() or c == "_" else "_" for c in file)
+    # ksm_zero_pages is exported as ksm_zero_pages, not ksm_ksm_zero_pages: same rule here.
+    name = safe if safe.startswith("ksm_") else f"ksm_{safe}"
     return FileMetric(
         file,
-        f"ksm_{safe}",
+        name,
         "gauge",
         f"Value of /sys/kernel/mm/ksm/{file} (a file this exporter version does not describe).",
     )

@@ -162,7 +162,7 @@ def health_metrics(snap: Snapshot, monitor: KsmMonitor) -> Iterator[Metric]:
     yield info
     errors = CounterMetricFamily(
         "ksm_exporter_read_errors",
-        "Reads of a KSM or procfs file that failed or did not parse; the file was skipped.",
+        "Scrapes whose read of this KSM or procfs file failed or did not parse; the file was skipped.",
         labels=["file"],
     )
     for file, n in sorted(monitor.read_errors.counts().items()):
