@@ -1,0 +1,151 @@
+"""`status` and `watch`: the seed's two scripts as commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .support import FIXTURES, REPO, copy_fixture, exporter_command, wait_until, write_ksm
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        exporter_command(*args), capture_output=True, text=True, cwd=REPO, timeout=30
+    )
+
+
+def test_status_prints_what_checkksm_pages_info_prints() -> None:
+    r = run_cli("status", f"--path.sysfs={FIXTURES}/linux-2.6.32/sys")
+    assert r.returncode == 0 and r.stderr == ""
+    # 178960 pages x 4096 / 1024 / 1024 = 699 (integer division, as in bash)
+    assert r.stdout == (
+        "KSM saved: 699 MB\n"
+        "Sharing_Rate: 6.76061\n"
+        "---------------------------------\n"
+        "Run: 1\n"
+        "Sleep_Millisecs: 20\n"
+        "Full_Scans: 152\n"
+        "Pages_Sharing: 178960\n"
+        "Pages_Shared: 26471\n"
+        "Pages_Unshared: 103552\n"
+        "Pages_Volatile: 5320\n"
+        "Pages_To_Scan: 100\n"
+    )
+
+
+def test_status_adds_the_files_the_script_did_not_know() -> None:
+    r = run_cli("status", f"--path.sysfs={FIXTURES}/linux-6.18/sys")
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["KSM saved: 11 MB", "Sharing_Rate: 3"]
+    assert lines[3:11] == [
+        "Run: 0",
+        "Sleep_Millisecs: 20",
+        "Full_Scans: 12",
+        "Pages_Sharing: 3000",
+        "Pages_Shared: 1000",
+        "Pages_Unshared: 120000",
+        "Pages_Volatile: 12",
+        "Pages_To_Scan: 100",
+    ]
+    assert "General_Profit: -1310720" in lines[11:]
+    assert "Advisor_Mode: [none] scan-time" in lines[11:]
+    assert len(lines) == 3 + 24
+
+
+def test_status_json_and_zero_rate_without_sharing() -> None:
+    r = run_cli("status", "--json", f"--path.sysfs={FIXTURES}/future/sys")
+    d = json.loads(r.stdout)
+    assert d["saved_mb"] == 0 and d["sharing_rate"] == 0
+    assert d["run"] == 5 and d["ksm_merge_budget"] == 42 and d["advisor_mode"] == "scan-time"
+
+
+def test_status_says_what_it_skipped() -> None:
+    r = run_cli("status", f"--path.sysfs={FIXTURES}/broken/sys")
+    assert r.returncode == 0
+    assert "KSM saved: ? MB" in r.stdout
+    assert "skipped" in r.stderr and "pages_shared: not an integer: 'lots'" in r.stderr
+
+
+def test_commands_exit_non_zero_with_one_line_where_ksm_is_absent() -> None:
+    for cmd in ("status", "watch"):
+        r = run_cli(cmd, f"--path.sysfs={FIXTURES}/no-ksm/sys")
+        assert r.returncode == 1
+        assert len(r.stderr.splitlines()) == 1 and "KSM is not available" in r.stderr
+
+
+def test_wrong_flag_is_one_line() -> None:
+    r = run_cli("--web.listen-adress=:1")
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "unrecognized arguments" in r.stderr
+
+
+WATCH_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d: "
+    r"KSM is (running|not running)\. (\d+) MB used\. (\d+) MB free\.$"
+)
+
+
+def test_watch_prints_each_edge_like_checkksm_start_time(tmp_path: Path) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)  # run=0: nothing printed at start
+    out = tmp_path / "watch.log"
+    with open(out, "w") as f:
+        proc = subprocess.Popen(
+            exporter_command(
+                "watch",
+                f"--path.sysfs={root}/sys",
+                f"--path.procfs={root}/proc",
+                "--watch.interval=50ms",
+            ),
+            stdout=f,
+            cwd=REPO,
+        )
+    try:
+        time.sleep(0.3)
+        assert out.read_text() == ""
+        for run, n in ((1, 1), (5, 1), (2, 2), (0, 2), (1, 3)):  # 5 = running + offline
+            write_ksm(root, "run", run)
+            wait_until(lambda n=n: out.read_text().count("\n") == n, what=f"{n} lines")
+            time.sleep(0.15)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+    lines = out.read_text().splitlines()
+    parsed = [WATCH_LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    assert [m.group(1) for m in parsed if m] == ["running", "not running", "running"]
+    # MemTotal 32831212 kB, MemFree 6470012 kB -> 25743 MB used, 6318 MB free
+    assert {(m.group(2), m.group(3)) for m in parsed if m} == {("25743", "6318")}
+
+
+def test_watch_prints_at_once_when_already_running_and_flushes_on_sigint(tmp_path: Path) -> None:
+    root = copy_fixture("linux-4.13", tmp_path)  # run=1
+    proc = subprocess.Popen(
+        exporter_command("watch", f"--path.sysfs={root}/sys", f"--path.procfs={root}/proc"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # arrives at once although stdout is a pipe
+    assert WATCH_LINE.match(line.rstrip("\n")) and "KSM is running." in line
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0 and err == "" and out == ""
+
+
+def test_python_dash_m_and_version() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "ksm_exporter", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ},
+    )
+    assert r.returncode == 0 and r.stdout.startswith("ksm-exporter ")
