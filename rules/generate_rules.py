@@ -185,12 +185,10 @@ def alerting_rules(p: Params) -> list[dict[str, Yaml]]:
 
 
 def build_rules(p: Params) -> dict[str, Yaml]:
-    return {
-        "groups": [
-            {"name": "ksm-exporter.recording", "rules": recording_rules(p)},
-            {"name": "ksm-exporter.alerts", "rules": alerting_rules(p)},
-        ]
-    }
+    # One group: rules in a group run in order, so the alerts see this evaluation's
+    # recording rules. Across groups they could see the previous one (promtool picks the
+    # group order at random, and a real server runs groups independently).
+    return {"groups": [{"name": "ksm-exporter", "rules": recording_rules(p) + alerting_rules(p)}]}
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]*")
