@@ -123,3 +123,15 @@ def test_generator_options_override_the_flapping_threshold_window_and_duration(
     (tmp_path / "override_test.yml").write_text(OVERRIDE_TEST)
     result = promtool("test", "rules", "override_test.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_example_prometheus_config_with_its_rules_and_file_sd_targets() -> None:
+    """promtool reads the rule file and every file_sd file the example points at."""
+    result = promtool("check", "config", "examples/prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 9 rules found" in result.stdout
+    assert sorted(p.name for p in (REPO / "examples/targets").glob("ksm-*.json")) == [
+        "ksm-rack-a.json",
+        "ksm-rack-b.json",
+    ]
