@@ -45,7 +45,7 @@ class Params:
     # memory is uncommitted, so KSM stopped below that is working against ksmtuned's
     # own rule (or ksmtuned is gone).
     pressure_available_ratio: float = 0.2
-    # One ksmtuned cycle is 60 s; give it a few to start KSM again before paging.
+    # One ksmtuned cycle is 60 s; give it a few to start KSM again before alerting.
     pressure_for: str = "10m"
     # Kernel docs: a high pages_unshared / pages_sharing ratio indicates wasted effort.
     # An order of magnitude, held for an hour so a first pass over new VMs is not counted.
@@ -198,7 +198,8 @@ _NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9]*)?)([eE][-+]?[0-9]+)?
 def _scalar(value: str | int | float, indent: str) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
-    if "\n" in value:
+    if "\n" in value and not value[:1].isspace():
+        # A literal block; its first line sets the indentation, hence no leading blank.
         body = "".join(f"{indent}  {line}\n" if line else "\n" for line in value.splitlines())
         return ("|\n" if value.endswith("\n") else "|-\n") + body.rstrip("\n")
     if (
