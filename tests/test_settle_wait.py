@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ksm_exporter.experiment.settle_wait import SettleRule
+from ksm_exporter.experiment.settle_wait import IdleKsmd, SettleRule, idle_after
 
 
 def test_not_settled_before_k_full_scans_even_when_flat() -> None:
@@ -81,3 +81,29 @@ def test_settled_means_within_tolerance_of_k_scans_ago(k: int, sharing: list[int
         else:
             then = sharing[i - k]
             assert settled == (now == then or abs(now - then) < 0.01 * max(now, then))
+
+
+def test_ksmd_without_progress_for_idle_after_seconds_is_idle() -> None:
+    idle = IdleKsmd(idle_after=2.0)
+    assert not idle.observe(0.0, 500, 3)
+    assert not idle.observe(1.9, 500, 3)
+    assert idle.observe(2.0, 500, 3)
+
+
+def test_any_progress_restarts_the_idle_clock() -> None:
+    idle = IdleKsmd(idle_after=2.0)
+    idle.observe(0.0, 500, 3)
+    assert not idle.observe(1.5, 600, 3)
+    assert not idle.observe(3.0, 600, 3)
+    assert not idle.observe(3.4, 600, 4)
+    assert idle.observe(5.4, 600, 4)
+
+
+def test_without_pages_scanned_idle_is_never_claimed() -> None:
+    idle = IdleKsmd(idle_after=0.1)
+    assert not any(idle.observe(t, None, 1) for t in (0.0, 1.0, 100.0))
+
+
+def test_idle_after_follows_sleep_millisecs() -> None:
+    assert idle_after(20) == 2.0
+    assert idle_after(5000) == pytest.approx(16.0)

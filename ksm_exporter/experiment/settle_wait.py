@@ -53,3 +53,29 @@ class SettleRule:
         if not self._history:
             return 0
         return self._history[-1][0] - self._history[0][0]
+
+
+@dataclass
+class IdleKsmd:
+    """ksmd scans only while some memory is marked mergeable: with none, full_scans stops
+    and the settle rule would wait forever. pages_scanned (Linux 6.7+) moves with every
+    batch ksmd scans, so when it has not moved for `idle_after` seconds, ksmd has nothing
+    to scan and there is nothing to merge. Not part of the shared settle rule."""
+
+    idle_after: float
+    _last: tuple[int, int] | None = None
+    _since: float = 0.0
+
+    def observe(self, now: float, pages_scanned: int | None, full_scans: int) -> bool:
+        if pages_scanned is None:
+            return False  # older kernel: no way to tell, the caller's timeout decides
+        progress = (pages_scanned, full_scans)
+        if progress != self._last:
+            self._last, self._since = progress, now
+            return False
+        return now - self._since >= self.idle_after
+
+
+def idle_after(sleep_millisecs: int) -> float:
+    """ksmd sleeps sleep_millisecs between batches: a few of those, and at least 2 s."""
+    return max(2.0, 3 * sleep_millisecs / 1000 + 1.0)
