@@ -70,7 +70,7 @@ class Reading:
     pages_sharing: int
     pages_shared: int
     general_profit: int | None
-    pages_scanned: int | None  # Linux 6.7+
+    pages_scanned: int | None  # absent on older kernels
     mem: MemInfo
     ksmd_cpu: float | None
 
@@ -231,7 +231,7 @@ class _Run:
         try:
             return self.settings.read("advisor_mode")
         except OSError:
-            return None  # before Linux 6.8
+            return None  # no advisor on this kernel
 
     def steps(self, workload: Workload | None) -> Result:
         opts, rep = self.opts, self.rep

@@ -16,7 +16,7 @@ class Matrix:
     free_mb: int
     saved_mb: int
     sharing_rate: float
-    general_profit_bytes: int | None  # no general_profit before Linux 6.1
+    general_profit_bytes: int | None  # absent on older kernels
     full_scans: int
     settle_seconds: float | None  # not settled within --timeout, or KSM was off
     ksmd_cpu_seconds: float | None  # no ksmd found in procfs

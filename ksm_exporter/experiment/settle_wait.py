@@ -58,7 +58,7 @@ class SettleRule:
 @dataclass
 class IdleKsmd:
     """ksmd scans only while some memory is marked mergeable: with none, full_scans stops
-    and the settle rule would wait forever. pages_scanned (Linux 6.7+) moves with every
+    and the settle rule would wait forever. pages_scanned (recent kernels) moves with every
     batch ksmd scans, so when it has not moved for `idle_after` seconds, ksmd has nothing
     to scan and there is nothing to merge. Not part of the shared settle rule."""
 
