@@ -22,6 +22,8 @@ from ksm_exporter.experiment.mergeable import PAGE_SIZE, MergeableMemory
 from ksm_exporter.experiment.plot import INSTALL_HINT, PlotUnavailable, Point, require_matplotlib
 from ksm_exporter.experiment.services import KsmServices, ksmtuned_pids
 from ksm_exporter.experiment.workload import (
+    Workload,
+    WorkloadError,
     WorkloadSpec,
     format_size,
     parse_size,
@@ -453,3 +455,41 @@ def test_an_error_midway_restores_what_was_written(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1
     assert "restored: run=1" in done.stdout
     assert ksm_file(root, "run") == "1\n"
+
+
+# --- workload processes ---------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    try:
+        return b"ksm_exporter.experiment.workload" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+
+
+def test_workload_processes_run_the_prng_and_end_on_stop() -> None:
+    workload = Workload(WorkloadSpec(2, 1 << 20, 0.5))
+    try:
+        workload.start()
+        assert len(workload.pids) == 2 and all(alive(p) for p in workload.pids)
+        workload.prng_pass()
+    finally:
+        workload.stop()
+    assert not any(alive(p) for p in workload.pids)
+    assert all(p.returncode == 0 for p in workload.procs)  # ended by stdin closing
+
+
+def test_a_workload_process_that_dies_is_an_error_naming_it() -> None:
+    workload = Workload(WorkloadSpec(2, 1 << 20, 0.5))
+    try:
+        workload.start()
+        victim = workload.procs[1]
+        victim.kill()
+        victim.wait()
+        with pytest.raises(
+            WorkloadError, match=f"workload process {victim.pid} failed: killed by SIGKILL"
+        ):
+            workload.prng_pass()
+    finally:
+        workload.stop()
+    assert not any(alive(p) for p in workload.pids)

@@ -6,6 +6,7 @@ import mmap
 import os
 
 PAGE_SIZE = mmap.PAGESIZE
+RANDOM_CHUNK = 16 * 1024 * 1024
 
 
 def fill_page(stamp: bytes) -> bytes:
@@ -44,11 +45,12 @@ class MergeableMemory:
         self.map.madvise(mmap.MADV_MERGEABLE)
 
     def randomize(self) -> None:
-        """Write fresh random bytes over the non-identical pages."""
-        if self.pages > self.identical:
-            self.map[self.identical * PAGE_SIZE :] = os.urandom(
-                (self.pages - self.identical) * PAGE_SIZE
-            )
+        """Write fresh random bytes over the non-identical pages, a chunk at a time: one
+        bytes object of the whole part would need as much memory again for a moment."""
+        end = self.pages * PAGE_SIZE
+        for start in range(self.identical * PAGE_SIZE, end, RANDOM_CHUNK):
+            stop = min(start + RANDOM_CHUNK, end)
+            self.map[start:stop] = os.urandom(stop - start)
 
     def close(self) -> None:
         self.map.close()

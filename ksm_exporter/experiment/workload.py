@@ -78,6 +78,11 @@ class WorkloadSpec:
         return self.processes * self.pages_each * PAGE_SIZE
 
     @property
+    def fill_timeout(self) -> float:
+        """Generous time to fill (or rewrite) the memory: Python writes a page at a time."""
+        return 120.0 + 60.0 * self.total_bytes / 2**30
+
+    @property
     def expected_saved_bytes(self) -> int:
         """One copy of each identical page stays; the other N-1 are what KSM saves."""
         return (self.processes - 1) * self.identical_pages_each * PAGE_SIZE
@@ -115,7 +120,7 @@ class Workload:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self) -> None:
         for _ in range(self.spec.processes):
             self.procs.append(
                 subprocess.Popen(
@@ -133,14 +138,16 @@ class Workload:
                     stderr=subprocess.PIPE,
                 )
             )
-        self._expect("ready", timeout)
+        self._expect("ready", self.spec.fill_timeout)
 
-    def prng_pass(self, timeout: float = 120.0) -> None:
+    def prng_pass(self) -> None:
         for p in self.procs:
-            assert p.stdin is not None
-            p.stdin.write(b"prng\n")
-            p.stdin.flush()
-        self._expect("done", timeout)
+            try:
+                p.stdin.write(b"prng\n")  # type: ignore[union-attr]
+                p.stdin.flush()  # type: ignore[union-attr]
+            except BrokenPipeError:
+                raise WorkloadError(self._died(p, "")) from None
+        self._expect("done", self.spec.fill_timeout)
 
     def _expect(self, word: str, timeout: float) -> None:
         """Wait for every child to print `word`; a child that dies or stays silent is an error."""
@@ -169,8 +176,15 @@ class Workload:
             err = p.stderr.read().decode(errors="replace").strip()  # type: ignore[union-attr]
         except subprocess.TimeoutExpired:
             err = ""
-        last = err.splitlines()[-1] if err else line or f"exit status {p.returncode}"
-        return f"workload process {p.pid} failed: {last}"
+        if err:
+            why = err.splitlines()[-1]
+        elif line:
+            why = f"printed {line!r}"
+        elif p.returncode is not None and p.returncode < 0:
+            why = f"killed by {signal.Signals(-p.returncode).name}"  # the OOM killer, say
+        else:
+            why = f"exit status {p.returncode}"
+        return f"workload process {p.pid} failed: {why}"
 
     def stop(self) -> None:
         """Close stdin (they exit), then SIGTERM, then SIGKILL; reap every one."""
