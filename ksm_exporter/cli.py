@@ -21,6 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .commands import watch
 
         return watch.run(flags.watch_parser().parse_args(args[1:]))
+    if command == "experiment":
+        from .commands import experiment
+
+        return experiment.run(flags.experiment_parser().parse_args(args[1:]))
     if command == "serve":
         from .commands import serve
 

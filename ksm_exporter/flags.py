@@ -38,14 +38,22 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def positive_int(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    if n < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}: {text!r}")
     return n
+
+
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -161,4 +169,113 @@ def watch_parser() -> OneLineParser:
     )
     add_path_flags(p)
     add_watch_interval(p)
+    return p
+
+
+def fraction(text: str) -> float:
+    try:
+        f = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= f <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
+    return f
+
+
+def workload_shape(text: str) -> tuple[int, int]:
+    """`4x256M` -> (4, 268435456); --duplicate is applied after parsing."""
+    from .experiment.workload import parse_workload
+
+    try:
+        spec = parse_workload(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return spec.processes, spec.bytes_each
+
+
+def experiment_parser() -> OneLineParser:
+    p = OneLineParser(
+        prog="ksm-exporter experiment",
+        description="Run the seed's KSM test flow (stop KSM, unmerge, drop caches, measure, "
+        "start KSM, wait until pages_sharing is stable, run the workload, measure) and print "
+        "the two result matrices. Root only; every KSM setting is restored afterwards.",
+    )
+    load = p.add_mutually_exclusive_group(required=True)
+    load.add_argument(
+        "--workload",
+        type=workload_shape,
+        metavar="NxSIZE",
+        help="start N processes with SIZE (K, M, G) of mergeable memory each, e.g. 4x256M",
+    )
+    load.add_argument(
+        "--no-workload",
+        dest="no_workload",
+        action="store_true",
+        help="start nothing: measure what already runs on the node (its VMs)",
+    )
+    p.add_argument(
+        "--duplicate",
+        type=fraction,
+        default=0.75,
+        metavar="F",
+        help="fraction of each workload process identical across the processes (default 0.75)",
+    )
+    p.add_argument(
+        "--pages-to-scan",
+        dest="pages_to_scan",
+        type=positive_int,
+        metavar="N",
+        help="pages_to_scan during the run (default: leave the node's value)",
+    )
+    p.add_argument(
+        "--sleep-millisecs",
+        dest="sleep_millisecs",
+        type=non_negative_int,
+        metavar="MS",
+        help="sleep_millisecs during the run (default: leave the node's value)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="give up waiting for pages_sharing to settle after this long (default 10m)",
+    )
+    p.add_argument(
+        "--settle-scans",
+        dest="settle_scans",
+        type=positive_int,
+        default=3,
+        metavar="K",
+        help="settled: pages_sharing changed by less than 1%% over the last K full scans "
+        "(default 3)",
+    )
+    p.add_argument(
+        "--interval",
+        type=parse_duration,
+        default=0.5,
+        metavar="DURATION",
+        help="how often KSM is read while it settles (default 500ms)",
+    )
+    p.add_argument(
+        "--no-drop-caches",
+        dest="drop_caches",
+        action="store_false",
+        help="skip step 3 (echo 3 > /proc/sys/vm/drop_caches)",
+    )
+    p.add_argument(
+        "--stop-ksmtuned",
+        dest="stop_ksmtuned",
+        action="store_true",
+        help="stop the ksmtuned and ksm services (systemd) for the run, start them after",
+    )
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true", help="print the matrices as JSON")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="write a PNG of saved MB and pages_sharing over time (needs ksm-exporter[plot])",
+    )
+    add_path_flags(p)
     return p
