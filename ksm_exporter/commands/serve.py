@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -22,7 +23,8 @@ from ..state_file import StateFile
 from ..transitions import Transition, TransitionTracker
 from ..watcher import Watcher
 from ..web.app import ExporterApp
-from ..web.server import ExporterHTTPServer, ListenAddressError
+from ..web.server import ExporterHTTPServer, Limits, ListenAddressError
+from ..web.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("ksm_exporter")
 
@@ -52,6 +54,25 @@ class Daemon:
     watcher: Watcher
     server: ExporterHTTPServer
     stop: threading.Event
+    web_config_file: Path | None = None
+
+    def reload(self) -> bool:
+        """What SIGHUP does: re-read --web.config.file. A broken file keeps the previous
+        configuration and logs why. New settings apply to new connections (TLS) and to
+        the next request (basic auth, headers). True when the new file is in use."""
+        if self.web_config_file is None:
+            return True
+        try:
+            web = load_web_config(self.web_config_file)
+        except WebConfigError as e:
+            log.error(
+                "web config not reloaded; keeping the previous one",
+                extra={"fields": {"err": str(e)}},
+            )
+            return False
+        self.server.web = web
+        log.info("web config reloaded", extra={"fields": web.describe()})
+        return True
 
     def health(self) -> tuple[bool, str]:
         late = self.watcher.seconds_since_poll()
@@ -83,8 +104,10 @@ def build(args: argparse.Namespace) -> Daemon:
     registry = build_registry(monitor, not args.disable_exporter_metrics)
     daemon_holder: list[Daemon] = []
     app = ExporterApp(registry, monitor, lambda: daemon_holder[0].health(), args.telemetry_path)
-    server = ExporterHTTPServer(args.listen_address, app)
-    daemon = Daemon(monitor, watcher, server, threading.Event())
+    web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+    limits = Limits(max_connections=args.max_connections)
+    server = ExporterHTTPServer(args.listen_address, app, web, limits)
+    daemon = Daemon(monitor, watcher, server, threading.Event(), args.web_config_file)
     daemon_holder.append(daemon)
     return daemon
 
@@ -96,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     except ListenAddressError as e:
         print(f"ksm-exporter: {e}", file=sys.stderr)
         return 2
+    except WebConfigError as e:
+        print(f"ksm-exporter: --web.config.file: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(
             f"ksm-exporter: cannot listen on {args.listen_address}: {e.strerror or e}",
@@ -104,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: daemon.stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.reload())
     daemon.watcher.start()
     daemon.server.serve_in_thread()
     ksm_dir = daemon.monitor.paths.ksm_dir
@@ -114,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
                 "address": args.listen_address,
                 "version": __version__,
                 "ksm_dir": str(ksm_dir),
+                **daemon.server.web.describe(),
             }
         },
     )
