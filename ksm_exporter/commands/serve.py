@@ -16,6 +16,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from .. import __version__
 from ..exposition.metrics import KsmCollector
+from ..exposition.text import FastRegistry
 from ..logging_setup import configure
 from ..monitor import KsmMonitor
 from ..readers import Paths
@@ -82,7 +83,7 @@ class Daemon:
 
 
 def build_registry(monitor: KsmMonitor, exporter_metrics: bool) -> CollectorRegistry:
-    registry = CollectorRegistry()
+    registry = FastRegistry()
     registry.register(KsmCollector(monitor))
     if exporter_metrics:
         # The exporter's own process: always the real /proc, whatever --path.procfs says.
