@@ -77,10 +77,11 @@ def parse_int(name: str, text: str) -> int:
     s = text.strip()
     if not s:
         raise ValueError("empty")
-    try:
-        value = int(s, 10)
-    except ValueError:
-        raise ValueError(f"not an integer: {s[:40]!r}") from None
+    # The kernel prints %lu/%ld: digits with an optional minus. int() alone would also
+    # take "+5" and "1_000", which no kernel writes.
+    if not (s[1:] if s[0] == "-" else s).isdigit() or not s.isascii():
+        raise ValueError(f"not an integer: {s[:40]!r}")
+    value = int(s, 10)
     if name in SIGNED_FILES:
         if not _S64_MIN <= value <= _S64_MAX:
             raise ValueError(f"outside the signed 64-bit range: {s[:40]}")
