@@ -102,3 +102,60 @@ def test_exporter_metrics_are_served(tmp_path: Path) -> None:
             assert body.endswith("# EOF\n") == bool(accept)
     finally:
         daemon.server.server_close()
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "",
+        "*/*",
+        "text/plain",
+        "text/plain;version=0.0.4",
+        "text/plain;version=1.0.0",
+        "application/openmetrics-text",
+        "application/openmetrics-text;version=1.0.0",
+        "application/openmetrics-text;version=0.0.1,text/plain;version=0.0.4;q=0.5",
+        "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+        "application/openmetrics-text;version=1.0.0;escaping=dots",
+        "application/openmetrics-text;version=1.0.0;escaping=nonsense",
+        "application/openmetrics-text;version=2.0.0",
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+        "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",  # Prometheus 2.x
+    ],
+)
+def test_negotiate_agrees_with_prometheus_client(accept: str) -> None:
+    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.openmetrics import exposition as om
+
+    from ksm_exporter.exposition.text import negotiate
+
+    encoder, content_type = choose_encoder(accept)
+    ours = negotiate(accept)
+    if ours is None:  # left to prometheus-client: fine for any format
+        return
+    openmetrics, ours_type = ours
+    assert ours_type == content_type
+    assert openmetrics == (getattr(encoder, "func", encoder) is om.generate_latest)
+
+
+def test_exporter_metrics_match_prometheus_clients_collectors() -> None:
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+    from ksm_exporter.exposition.process import GcMetrics, PlatformMetrics, ProcessMetrics
+    from ksm_exporter.exposition.text import FastRegistry
+
+    for openmetrics in (False, True):
+        ours = FastRegistry()
+        for mine in (ProcessMetrics(), PlatformMetrics(), GcMetrics()):
+            ours.register(mine)
+        theirs = CollectorRegistry()
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=theirs)
+        a = ours.encode(openmetrics).decode()
+        b = (generate_openmetrics if openmetrics else generate_latest)(theirs).decode()
+        # Values move between the two reads (CPU time, GC counts); names, labels, HELP and
+        # TYPE lines must not.
+        assert [line.rpartition(" ")[0] for line in a.splitlines()] == [
+            line.rpartition(" ")[0] for line in b.splitlines()
+        ]
+        assert "\npython_info{" in a

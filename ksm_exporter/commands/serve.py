@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.registry import CollectorRegistry
 
 from .. import __version__
 from ..exposition.metrics import KsmCollector
+from ..exposition.process import GcMetrics, PlatformMetrics, ProcessMetrics
 from ..exposition.text import FastRegistry
 from ..logging_setup import configure
 from ..monitor import KsmMonitor
@@ -82,14 +81,16 @@ class Daemon:
         return False, f"watcher stalled: last poll {late:.1f}s ago"
 
 
-def build_registry(monitor: KsmMonitor, exporter_metrics: bool) -> CollectorRegistry:
+def build_registry(monitor: KsmMonitor, exporter_metrics: bool) -> FastRegistry:
     registry = FastRegistry()
     registry.register(KsmCollector(monitor))
     if exporter_metrics:
         # The exporter's own process: always the real /proc, whatever --path.procfs says.
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
+        # prometheus-client's ProcessCollector, PlatformCollector and GCCollector, without
+        # importing prometheus-client (see exposition/text.py).
+        registry.register(ProcessMetrics())
+        registry.register(PlatformMetrics())
+        registry.register(GcMetrics())
     return registry
 
 

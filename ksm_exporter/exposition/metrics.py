@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..derived import RunState, run_state, saved_bytes, sharing_ratio
@@ -19,6 +17,9 @@ from ..snapshot import Snapshot
 from ..transitions import TrackerState
 from .ksm_files import ADVISOR_MODE_HELP, FILE_METRICS, FileMetric, unknown_file_metric
 from .text import Family, counter, gauge, to_metric
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _family(m: FileMetric, value: int) -> Family:
     return counter(m.name, m.help, v) if m.kind == "counter" else gauge(m.name, m.help, v)
 
 
-class KsmCollector(Collector):
+class KsmCollector:
     def __init__(self, monitor: KsmMonitor) -> None:
         self.monitor = monitor
 
@@ -49,6 +50,7 @@ class KsmCollector(Collector):
         yield from health_metrics(snap, self.monitor)
 
     def collect(self) -> Iterator[Metric]:
+        """For a prometheus-client CollectorRegistry."""
         return map(to_metric, self.families())
 
 

@@ -3,24 +3,28 @@
 A scrape builds ~25 families of one or a few samples. Through prometheus-client that is
 a MetricFamily object, a name validation and an escape per sample: about 0.6 ms, as much
 as reading the KSM files. Here a family is a plain tuple, its HELP/TYPE lines and label
-strings are made once (by prometheus-client itself, so escaping is exactly its own) and
-cached, and a scrape only formats the values. tests/test_exposition_text.py checks the
-output against prometheus-client's for generated inputs.
+strings are made once and cached, and a scrape only formats the values.
+
+prometheus-client is not imported at all on this path: importing it loads ssl, http.client,
+urllib and wsgiref, about 10 MB of resident memory, which is more than the rest of the
+exporter. It is imported only when something needs it: a collector without families(),
+or a format other than text 0.0.4 and OpenMetrics 1.0.0 (see negotiate()).
+tests/test_exposition_text.py checks the output against prometheus-client's.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
-from prometheus_client.registry import Collector, CollectorRegistry
-from prometheus_client.utils import floatToGoString
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 OPENMETRICS_EOF = "# EOF\n"
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 class Family(NamedTuple):
@@ -42,7 +46,9 @@ def counter(name: str, help: str, value: float) -> Family:
 
 
 def to_metric(f: Family) -> Metric:
-    """The prometheus-client object for a family (for CollectorRegistry users)."""
+    """The prometheus-client object for a family (for prometheus-client's encoders)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     cls = CounterMetricFamily if f.kind == "counter" else GaugeMetricFamily
     m = cls(f.name, f.help, labels=f.labels)
     for values, value in f.samples:
@@ -50,34 +56,41 @@ def to_metric(f: Family) -> Metric:
     return m
 
 
-class _One:
-    """A collector of given families, to let prometheus-client render them."""
+def go_float(value: float) -> str:
+    """A sample value as Go (and so prometheus-client) writes it: 1e+06 style exponents
+    from a million up, +Inf, -Inf, NaN."""
+    d = float(value)
+    if math.isinf(d):
+        return "+Inf" if d > 0 else "-Inf"
+    if d != d:
+        return "NaN"
+    s = repr(d)
+    dot = s.find(".")
+    if d > 0 and dot > 6:
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s
 
-    def __init__(self, *metrics: Metric) -> None:
-        self.metrics = metrics
 
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.metrics)
-
-
-def _client_render(openmetrics: bool, *metrics: Metric) -> str:
-    text = (generate_openmetrics if openmetrics else generate_latest)(_One(*metrics)).decode()
-    return text[: -len(OPENMETRICS_EOF)] if openmetrics else text
+def _escape(s: str, quote: bool) -> str:
+    s = s.replace("\\", "\\\\").replace("\n", "\\n")
+    return s.replace('"', '\\"') if quote else s
 
 
 @functools.lru_cache(maxsize=1024)
 def _header(name: str, help: str, kind: str, openmetrics: bool) -> str:
-    """The HELP and TYPE lines, as prometheus-client writes them for a family without
-    samples."""
-    return _client_render(openmetrics, to_metric(Family(name, help, kind)))
+    """The HELP and TYPE lines. The text format names a counter by its samples (_total),
+    OpenMetrics by the family, and escapes quotes in HELP too."""
+    base = name[:-6] if kind == "counter" and name.endswith("_total") else name
+    shown = base + "_total" if kind == "counter" and not openmetrics else base
+    return f"# HELP {shown} {_escape(help, openmetrics)}\n# TYPE {shown} {kind}\n"
 
 
 @functools.lru_cache(maxsize=4096)
 def _label_text(labels: tuple[str, ...], values: tuple[str, ...], openmetrics: bool) -> str:
-    """`{a="x",b="y"}` as prometheus-client escapes and orders it."""
-    line = _client_render(openmetrics, to_metric(Family("x", "", "gauge", labels, ((values, 0),))))
-    sample = line[:-1].rsplit("\n", 1)[-1]  # escaped values hold no raw newline
-    return sample[1 : sample.rindex(" ")]
+    """`{a="x",b="y"}`: sorted by name, values escaped (the same in both formats)."""
+    pairs = sorted(zip(labels, values))
+    return "{" + ",".join(f'{k}="{_escape(v, True)}"' for k, v in pairs) + "}"
 
 
 def render(families: Iterable[Family], openmetrics: bool) -> str:
@@ -92,28 +105,64 @@ def render(families: Iterable[Family], openmetrics: bool) -> str:
         for values, value in f.samples:
             if values:
                 text = _label_text(labels, values, openmetrics)
-                out.append(f"{sample_name}{text} {floatToGoString(value)}\n")
+                out.append(f"{sample_name}{text} {go_float(value)}\n")
             else:
-                out.append(f"{sample_name} {floatToGoString(value)}\n")
+                out.append(f"{sample_name} {go_float(value)}\n")
     return "".join(out)
 
 
-class FastRegistry(CollectorRegistry):
-    """A CollectorRegistry that renders collectors with a `families()` method itself
-    (see above) and every other collector through prometheus-client, in the order they
-    were registered, as prometheus-client would."""
+def negotiate(accept: str) -> tuple[bool, str] | None:
+    """(OpenMetrics?, content type) for an Accept header, as prometheus-client's
+    choose_encoder decides, for the two formats written here; None for any other, which
+    then goes through prometheus-client."""
+    for accepted in accept.split(","):
+        toks = accepted.split(";")
+        mime = toks[0].strip()
+        if mime not in ("application/openmetrics-text", "text/plain"):
+            continue
+        params: dict[str, str] = {}
+        for tok in toks[1:]:
+            if "=" in tok:
+                key, value = tok.strip().split("=", 1)
+                params.setdefault(key, value)
+        version = params.get("version", "")
+        if mime == "text/plain":
+            if version and version != "0.0.4":
+                return None
+            continue
+        if not version:
+            return True, OPENMETRICS_CONTENT_TYPE
+        if version != "1.0.0":
+            return None
+        escaping = params.get("escaping", "underscores")
+        if escaping not in ("underscores", "allow-utf-8"):
+            # dots and values rename metrics; anything else means underscores
+            if escaping in ("dots", "values"):
+                return None
+            escaping = "underscores"
+        return True, f"{OPENMETRICS_CONTENT_TYPE}; escaping={escaping}"
+    return False, TEXT_CONTENT_TYPE
+
+
+class FastRegistry:
+    """Collectors in the order registered. Those with a `families()` method are written
+    here; any other (a prometheus-client collector: `collect()` yielding its Metric
+    objects) through prometheus-client, as its registry would."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self._order: list[Collector] = []
+        self._order: list[Any] = []
 
-    def register(self, collector: Collector) -> None:
-        super().register(collector)
+    def register(self, collector: Any) -> None:
         self._order.append(collector)
 
-    def unregister(self, collector: Collector) -> None:
-        super().unregister(collector)
+    def unregister(self, collector: Any) -> None:
         self._order.remove(collector)
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus-client's view, for its encoders (other formats)."""
+        for c in self._order:
+            families = getattr(c, "families", None)
+            yield from map(to_metric, families()) if families else c.collect()
 
     def encode(self, openmetrics: bool) -> bytes:
         parts = []
@@ -126,3 +175,19 @@ class FastRegistry(CollectorRegistry):
         if openmetrics:
             parts.append(OPENMETRICS_EOF)
         return "".join(parts).encode()
+
+
+class _One:
+    def __init__(self, *metrics: Metric) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.metrics)
+
+
+def _client_render(openmetrics: bool, *metrics: Metric) -> str:
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_om
+
+    text = (generate_om if openmetrics else generate_latest)(_One(*metrics)).decode()
+    return text[: -len(OPENMETRICS_EOF)] if openmetrics else text

@@ -7,12 +7,10 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import CollectorRegistry
+from typing import Any
 
 from ..exposition.landing import render_landing
-from ..exposition.text import FastRegistry
+from ..exposition.text import FastRegistry, negotiate
 from ..monitor import KsmMonitor
 
 log = logging.getLogger(__name__)
@@ -30,18 +28,6 @@ def _text(status: int, message: str) -> Response:
     return Response(status, "text/plain; charset=utf-8", (message + "\n").encode())
 
 
-def _fast_format(content_type: str) -> str | None:
-    """The formats FastRegistry writes: text 0.0.4 (no Accept) and OpenMetrics 1.0.0 with
-    the default escaping (what Prometheus asks for). Others go through prometheus-client."""
-    if content_type.startswith("text/plain; version=0.0.4;"):
-        return "text"
-    if content_type.startswith("application/openmetrics-text; version=1.0.0;") and (
-        "escaping" not in content_type or content_type.endswith("escaping=underscores")
-    ):
-        return "openmetrics"
-    return None
-
-
 # Below this size gzip costs more CPU than the bytes it saves on a LAN.
 GZIP_MIN_BYTES = 1024
 
@@ -49,7 +35,7 @@ GZIP_MIN_BYTES = 1024
 class ExporterApp:
     def __init__(
         self,
-        registry: CollectorRegistry,
+        registry: FastRegistry | Any,  # or a prometheus-client CollectorRegistry
         monitor: KsmMonitor,
         healthy: Callable[[], tuple[bool, str]],
         telemetry_path: str = "/metrics",
@@ -80,10 +66,17 @@ class ExporterApp:
         return _text(404, "not found")
 
     def metrics(self, headers: dict[str, str]) -> Response:
-        encoder, content_type = choose_encoder(headers.get("accept", ""))
-        fast = _fast_format(content_type) if isinstance(self.registry, FastRegistry) else None
+        accept = headers.get("accept", "")
+        fast = negotiate(accept) if isinstance(self.registry, FastRegistry) else None
         try:
-            body = self.registry.encode(fast == "openmetrics") if fast else encoder(self.registry)
+            if fast is not None:
+                openmetrics, content_type = fast
+                body = self.registry.encode(openmetrics)
+            else:  # a format FastRegistry does not write: prometheus-client's encoders
+                from prometheus_client.exposition import choose_encoder
+
+                encoder, content_type = choose_encoder(accept)
+                body = encoder(self.registry)
         except Exception:  # a bug in a collector: say so, keep serving
             log.exception("collecting metrics failed")
             return _text(500, "error collecting metrics; see the exporter's log")

@@ -31,7 +31,6 @@ Each response (status line, headers and body) goes out in one send(): see above.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import contextlib
 import errno
 import http
@@ -51,6 +50,7 @@ from .app import ExporterApp, Response
 from .webconfig import BasicAuth, WebConfig
 
 if TYPE_CHECKING:
+    import concurrent.futures
     import ssl
 
 log = logging.getLogger(__name__)
@@ -527,6 +527,8 @@ class ExporterHTTPServer:
         if auth.cached(*creds):
             return True
         if self._auth_pool is None:
+            import concurrent.futures  # only with basic auth
+
             self._auth_pool = concurrent.futures.ThreadPoolExecutor(1, "bcrypt")
         conn.state = _AUTH
         self._set_events(conn, 0)  # hang-ups are still reported

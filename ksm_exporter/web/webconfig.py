@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 import threading
 from collections.abc import Mapping
@@ -109,6 +108,8 @@ class BasicAuth:
         return (user, password) if sep else None
 
     def _key(self, user: str, password: str) -> bytes:
+        import hashlib  # loads OpenSSL's libcrypto: only when basic auth is configured
+
         hashed = self.users.get(user, b"")
         return hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
 
