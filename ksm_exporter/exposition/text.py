@@ -93,6 +93,22 @@ def _label_text(labels: tuple[str, ...], values: tuple[str, ...], openmetrics: b
     return "{" + ",".join(f'{k}="{_escape(v, True)}"' for k, v in pairs) + "}"
 
 
+# Most values are integers that repeat from scrape to scrape (counts, settings): format
+# each once. Only ints: as dict keys 0.0 and -0.0 are one, yet they print differently.
+_INT_TEXT: dict[int, str] = {}
+
+
+def _value_text(value: float) -> str:
+    if type(value) is not int:
+        return go_float(value)
+    text = _INT_TEXT.get(value)
+    if text is None:
+        if len(_INT_TEXT) >= 4096:
+            _INT_TEXT.clear()
+        text = _INT_TEXT[value] = go_float(value)
+    return text
+
+
 def render(families: Iterable[Family], openmetrics: bool) -> str:
     """The families in the text format 0.0.4, or OpenMetrics 1.0.0 without `# EOF`."""
     out: list[str] = []
@@ -105,9 +121,9 @@ def render(families: Iterable[Family], openmetrics: bool) -> str:
         for values, value in f.samples:
             if values:
                 text = _label_text(labels, values, openmetrics)
-                out.append(f"{sample_name}{text} {go_float(value)}\n")
+                out.append(f"{sample_name}{text} {_value_text(value)}\n")
             else:
-                out.append(f"{sample_name} {go_float(value)}\n")
+                out.append(f"{sample_name} {_value_text(value)}\n")
     return "".join(out)
 
 
