@@ -22,6 +22,23 @@ def scrape_ok(status: int, body: bytes) -> bool:
     return status == 200 and b"\nksm_up 1.0\n" in body
 
 
+def scrape_n(port: int, n: int, errors: list[str]) -> int:
+    """n scrapes on one keep-alive connection; failures go to `errors`; returns how many
+    were answered."""
+    done = 0
+    try:
+        c = KeepAliveClient(port, timeout=30)
+        for _ in range(n):
+            status, body = c.get()
+            if not scrape_ok(status, body):
+                errors.append(f"status {status}")
+            done += 1
+        c.close()
+    except Exception as e:  # any failure is an error of the run
+        errors.append(repr(e))
+    return done
+
+
 def test_64_concurrent_scrapers_10000_scrapes_zero_errors(tmp_path: Path) -> None:
     root = copy_fixture("linux-6.18", tmp_path)
     total, clients = 10_000, 64
@@ -30,17 +47,7 @@ def test_64_concurrent_scrapers_10000_scrapes_zero_errors(tmp_path: Path) -> Non
     with run_exporter(root, tmp=tmp_path) as exp:
 
         def scraper(i: int) -> None:
-            n = total // clients + (1 if i < total % clients else 0)
-            try:
-                c = KeepAliveClient(exp.port, timeout=30)
-                for _ in range(n):
-                    status, body = c.get()
-                    if not scrape_ok(status, body):
-                        errors.append(f"status {status}")
-                    done[i] += 1
-                c.close()
-            except Exception as e:  # any failure is an error of the run
-                errors.append(repr(e))
+            done[i] = scrape_n(exp.port, total // clients + (i < total % clients), errors)
 
         threads = [threading.Thread(target=scraper, args=(i,)) for i in range(clients)]
         for t in threads:
@@ -103,20 +110,10 @@ def test_soak_rss_grows_less_than_2_mb(tmp_path: Path) -> None:
     errors: list[str] = []
     with run_exporter(root, tmp=tmp_path) as exp:
 
-        def scrape(n: int) -> None:
-            try:
-                c = KeepAliveClient(exp.port, timeout=30)
-                for _ in range(n):
-                    status, body = c.get()
-                    if not scrape_ok(status, body):
-                        errors.append(f"status {status}")
-                c.close()
-            except Exception as e:
-                errors.append(repr(e))
-
         def run(total: int) -> None:
             threads = [
-                threading.Thread(target=scrape, args=(total // clients,)) for _ in range(clients)
+                threading.Thread(target=scrape_n, args=(exp.port, total // clients, errors))
+                for _ in range(clients)
             ]
             for t in threads:
                 t.start()
