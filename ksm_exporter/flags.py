@@ -124,6 +124,14 @@ def serve_parser() -> OneLineParser:
         help="exporter-toolkit web configuration (TLS, basic auth)",
     )
     p.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=positive_int,
+        default=512,
+        metavar="N",
+        help="open connections at most; at the cap the oldest idle one is closed (default 512)",
+    )
+    p.add_argument(
         "--web.disable-exporter-metrics",
         dest="disable_exporter_metrics",
         action="store_true",

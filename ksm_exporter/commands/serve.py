@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -23,7 +24,8 @@ from ..state_file import StateFile
 from ..transitions import Transition, TransitionTracker
 from ..watcher import Watcher
 from ..web.app import ExporterApp
-from ..web.server import ExporterHTTPServer, ListenAddressError
+from ..web.server import ExporterHTTPServer, Limits, ListenAddressError
+from ..web.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("ksm_exporter")
 
@@ -99,6 +101,22 @@ def build_registry(monitor: KsmMonitor, exporter_metrics: bool) -> CollectorRegi
     return registry
 
 
+def web_config_reloader(server: ExporterHTTPServer, path: Path) -> Callable[[], None]:
+    """SIGHUP: re-read --web.config.file. A broken file raises, so the previous
+    configuration stays (Daemon.reload logs why). New settings apply to new connections
+    (TLS) and to the next request (basic auth, headers)."""
+
+    def reload_web_config() -> None:
+        try:
+            web = load_web_config(path)
+        except WebConfigError as e:
+            raise RuntimeError(f"web config not reloaded: {e}") from e
+        server.web = web
+        log.info("web config reloaded", extra={"fields": web.describe()})
+
+    return reload_web_config
+
+
 def build(args: argparse.Namespace) -> Daemon:
     paths = Paths(args.sysfs, args.procfs)
     psutil.PROCFS_PATH = str(args.procfs)  # every psutil read follows --path.procfs
@@ -110,8 +128,13 @@ def build(args: argparse.Namespace) -> Daemon:
     watcher = Watcher(monitor, args.watch_interval)
     registry = build_registry(monitor, not args.disable_exporter_metrics)
     app = ExporterApp(registry, monitor, watcher.health, args.telemetry_path)
-    server = ExporterHTTPServer(args.listen_address, app)
-    return Daemon(monitor, watcher, server)
+    web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+    limits = Limits(max_connections=args.max_connections)
+    server = ExporterHTTPServer(args.listen_address, app, web, limits)
+    daemon = Daemon(monitor, watcher, server)
+    if args.web_config_file:
+        daemon.reloaders.append(web_config_reloader(server, args.web_config_file))
+    return daemon
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
     except ListenAddressError as e:
         print(f"ksm-exporter: {e}", file=sys.stderr)
         return 2
+    except WebConfigError as e:
+        print(f"ksm-exporter: --web.config.file: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(
             f"ksm-exporter: cannot listen on {args.listen_address}: {e.strerror or e}",
@@ -140,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 "address": args.listen_address,
                 "version": __version__,
                 "ksm_dir": str(ksm_dir),
+                **daemon.server.web.describe(),
             }
         },
     )

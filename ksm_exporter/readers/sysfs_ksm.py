@@ -77,10 +77,11 @@ def parse_int(name: str, text: str) -> int:
     s = text.strip()
     if not s:
         raise ValueError("empty")
-    try:
-        value = int(s, 10)
-    except ValueError:
-        raise ValueError(f"not an integer: {s[:40]!r}") from None
+    # The kernel prints %lu/%ld: digits with an optional minus. int() alone would also
+    # take "+5" and "1_000", which no kernel writes.
+    if not (s[1:] if s[0] == "-" else s).isdigit() or not s.isascii():
+        raise ValueError(f"not an integer: {s[:40]!r}")
+    value = int(s, 10)
     if name in SIGNED_FILES:
         if not _S64_MIN <= value <= _S64_MAX:
             raise ValueError(f"outside the signed 64-bit range: {s[:40]}")
@@ -108,7 +109,11 @@ def list_files(ksm_dir: Path) -> list[str] | None:
 
 def read_ksm(ksm_dir: Path, only: tuple[str, ...] | None = None) -> KsmReading:
     """Read the KSM directory (or just the files in `only`, for the fast watcher poll)."""
-    names = list_files(ksm_dir) if only is None else list(only) if ksm_dir.is_dir() else None
+    directory = str(ksm_dir)
+    if only is None:
+        names = list_files(ksm_dir)
+    else:
+        names = list(only) if os.path.isdir(directory) else None
     if names is None:
         return KsmReading(present=False)
     values: dict[str, int] = {}
@@ -117,9 +122,10 @@ def read_ksm(ksm_dir: Path, only: tuple[str, ...] | None = None) -> KsmReading:
     ignored: list[str] = []
     advisor: AdvisorMode | None = None
 
+    prefix = os.path.join(directory, "")  # plain strings: pathlib costs more than the read
     for name in names:
         try:
-            text = read_small_file(ksm_dir / name)
+            text = read_small_file(prefix + name)
         except FileNotFoundError:
             continue  # vanished between listdir and open: absent, as if never there
         except (OSError, ValueError) as e:

@@ -1,0 +1,330 @@
+"""--web.config.file: the exporter-toolkit web configuration (TLS, basic auth, headers).
+
+The same file node_exporter and the other Go exporters read, validated the same way:
+unknown keys are errors, client_auth_type and min_version take the toolkit's names, relative
+paths are relative to the file, and only the toolkit's security headers may be set.
+
+Two runtime dependencies do the real work here: PyYAML parses the file (the toolkit's
+format is YAML, anchors and all), and bcrypt verifies basic_auth_users' hashes (Python's
+standard library has no bcrypt). Both, and ssl, are imported only when a file is given, so
+an exporter without one does not pay their memory.
+
+Differences from exporter-toolkit, each refused loudly rather than ignored, because a
+setting silently ignored would let in someone the file meant to keep out:
+- Python's ssl module verifies every client certificate it receives; it cannot accept an
+  unverified one. RequestClientCert therefore behaves as VerifyClientCertIfGiven, and
+  RequireAnyClientCert as RequireAndVerifyClientCert (against client_ca_file, or the
+  system's CAs without one).
+- cert/key/client_ca given inline, cipher_suites, curve_preferences, client_allowed_sans
+  and rate_limit are not supported: the file is refused with a message saying so.
+- http_server_config.http2 is accepted and ignored: this server speaks HTTP/1.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl
+
+
+class WebConfigError(ValueError):
+    """The file cannot be used; the message says which key and why."""
+
+
+# The toolkit's names for client_auth_type, mapped to what Python's ssl can do (see above).
+CLIENT_AUTH_TYPES = {
+    "": "none",
+    "NoClientCert": "none",
+    "RequestClientCert": "optional",
+    "VerifyClientCertIfGiven": "optional",
+    "RequireAnyClientCert": "required",
+    "RequireClientCert": "required",  # the toolkit keeps this old name working
+    "RequireAndVerifyClientCert": "required",
+}
+
+TLS_VERSIONS = ("TLS10", "TLS11", "TLS12", "TLS13")
+
+# exporter-toolkit allows only these response headers, some only with these values.
+ALLOWED_HEADERS: dict[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+    "Content-Security-Policy": (),
+}
+
+_TLS_KEYS = {
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca_file",
+    "min_version",
+    "max_version",
+    "prefer_server_cipher_suites",
+}
+_UNSUPPORTED_TLS_KEYS = {"cert", "key", "client_ca", "cipher_suites", "curve_preferences"}
+_UNSUPPORTED_TLS_KEYS |= {"client_allowed_sans"}
+_TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users"}
+_HTTP_KEYS = {"http2", "headers"}
+
+# $2a$/$2b$/$2y$, two-digit cost, 22 characters of salt and 31 of hash.
+_BCRYPT_HASH = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+
+# Successful checks remembered, as exporter-toolkit does: bcrypt costs 50-250 ms a check
+# by design, which would otherwise be paid on every authenticated scrape.
+AUTH_CACHE_SIZE = 128
+
+
+@dataclass
+class BasicAuth:
+    """basic_auth_users: user -> bcrypt hash, with a cache of checks that succeeded."""
+
+    users: dict[str, bytes]
+    _ok: dict[bytes, None] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _decoy: bytes | None = None
+
+    @staticmethod
+    def parse_header(value: str | None) -> tuple[str, str] | None:
+        """`Basic base64(user:password)` -> (user, password); None when absent or malformed."""
+        if not value:
+            return None
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, sep, password = decoded.partition(":")
+        return (user, password) if sep else None
+
+    def _key(self, user: str, password: str) -> bytes:
+        import hashlib  # loads OpenSSL's libcrypto: only when basic auth is configured
+
+        hashed = self.users.get(user, b"")
+        return hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
+
+    def cached(self, user: str, password: str) -> bool:
+        """True when this exact user and password passed a check before (no bcrypt)."""
+        if user not in self.users:
+            return False
+        with self._lock:
+            return self._key(user, password) in self._ok
+
+    def check(self, user: str, password: str) -> bool:
+        """The slow bcrypt check (run it off the event loop). Unknown users are checked
+        against a decoy hash so the answer takes as long as for a known one."""
+        import bcrypt
+
+        hashed = self.users.get(user)
+        if hashed is None:
+            if self._decoy is None:
+                costs = [int(h[4:6]) for h in self.users.values()] or [10]
+                self._decoy = bcrypt.hashpw(b"decoy", bcrypt.gensalt(max(costs)))
+            bcrypt.checkpw(password.encode(), self._decoy)
+            return False
+        try:
+            ok = bcrypt.checkpw(password.encode(), hashed)
+        except ValueError:  # validated at load; a bcrypt that rejects it anyway refuses
+            return False
+        if ok:
+            with self._lock:
+                if len(self._ok) >= AUTH_CACHE_SIZE:
+                    self._ok.pop(next(iter(self._ok)))
+                self._ok[self._key(user, password)] = None
+        return ok
+
+
+@dataclass
+class WebConfig:
+    """What the server needs from the file. The default (no file) is plain HTTP, no auth."""
+
+    path: Path | None = None
+    tls: ssl.SSLContext | None = None
+    auth: BasicAuth | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    client_auth: str = "none"
+
+    def describe(self) -> dict[str, object]:
+        """For the log line at start and after each reload."""
+        return {
+            "tls": self.tls is not None,
+            "client_auth": self.client_auth,
+            "basic_auth_users": len(self.auth.users) if self.auth else 0,
+            "headers": len(self.headers),
+        }
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WebConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    for k in value:
+        if not isinstance(k, str):
+            raise WebConfigError(f"{where}: keys must be strings, got {k!r}")
+    return value
+
+
+def _check_keys(section: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    for key in section:
+        if key in _UNSUPPORTED_TLS_KEYS or (where == "" and key == "rate_limit"):
+            raise WebConfigError(f"{where or 'top level'}: {key} is not supported by ksm-exporter")
+        if key not in allowed:
+            raise WebConfigError(f"{where or 'top level'}: unknown key {key!r}")
+
+
+def _string(section: Mapping[str, Any], key: str, where: str) -> str:
+    value = section.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise WebConfigError(f"{where}.{key}: expected a string, got {value!r}")
+    return value
+
+
+def _tls_version(section: Mapping[str, Any], key: str, default: str) -> str:
+    value = _string(section, key, "tls_server_config") or default
+    if value not in TLS_VERSIONS:
+        raise WebConfigError(
+            f"tls_server_config.{key}: unknown TLS version {value!r} "
+            f"(one of {', '.join(TLS_VERSIONS)})"
+        )
+    return value
+
+
+def _resolve(base: Path, name: str) -> Path:
+    p = Path(name)
+    return p if p.is_absolute() else base / p
+
+
+def _tls_context(tls: Mapping[str, Any], base: Path) -> tuple[ssl.SSLContext | None, str]:
+    where = "tls_server_config"
+    cert = _string(tls, "cert_file", where)
+    key = _string(tls, "key_file", where)
+    ca = _string(tls, "client_ca_file", where)
+    auth_type = _string(tls, "client_auth_type", where)
+    min_v = _tls_version(tls, "min_version", "TLS12")
+    max_v = _tls_version(tls, "max_version", "TLS13")
+    prefer = tls.get("prefer_server_cipher_suites", True)
+    if not isinstance(prefer, bool):
+        raise WebConfigError(f"{where}.prefer_server_cipher_suites: expected true or false")
+    if auth_type not in CLIENT_AUTH_TYPES:
+        raise WebConfigError(f"{where}.client_auth_type: invalid ClientAuth: {auth_type}")
+    if not (cert or key or ca or auth_type):
+        return None, "none"  # as in the toolkit: no TLS settings, plain HTTP
+    if not cert:
+        raise WebConfigError(f"{where}: missing cert_file")
+    if not key:
+        raise WebConfigError(f"{where}: missing key_file")
+    mode = CLIENT_AUTH_TYPES[auth_type]
+    if ca and mode == "none":
+        raise WebConfigError(
+            f"{where}: client CA's have been configured without a Client Auth Policy"
+        )
+    if TLS_VERSIONS.index(min_v) > TLS_VERSIONS.index(max_v):
+        raise WebConfigError(f"{where}: min_version {min_v} is above max_version {max_v}")
+
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    versions = {
+        "TLS10": ssl.TLSVersion.TLSv1,
+        "TLS11": ssl.TLSVersion.TLSv1_1,
+        "TLS12": ssl.TLSVersion.TLSv1_2,
+        "TLS13": ssl.TLSVersion.TLSv1_3,
+    }
+    ctx.minimum_version = versions[min_v]
+    ctx.maximum_version = versions[max_v]
+    if prefer:
+        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    try:
+        ctx.load_cert_chain(_resolve(base, cert), _resolve(base, key))
+    except (OSError, ssl.SSLError) as e:
+        raise WebConfigError(
+            f"{where}: cannot load cert_file/key_file ({cert}, {key}): {e}"
+        ) from None
+    if mode != "none":
+        ctx.verify_mode = ssl.CERT_REQUIRED if mode == "required" else ssl.CERT_OPTIONAL
+        try:
+            if ca:
+                ctx.load_verify_locations(cafile=_resolve(base, ca))
+            else:
+                ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        except (OSError, ssl.SSLError) as e:
+            raise WebConfigError(f"{where}: cannot load client_ca_file {ca}: {e}") from None
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx, mode
+
+
+def _users(value: Any) -> BasicAuth | None:
+    users = _mapping(value, "basic_auth_users")
+    out: dict[str, bytes] = {}
+    for user, hashed in users.items():
+        if not isinstance(hashed, str) or not _BCRYPT_HASH.match(hashed):
+            raise WebConfigError(f"basic_auth_users.{user}: not a bcrypt hash")
+        cost = int(hashed[4:6])
+        if not 4 <= cost <= 31:
+            raise WebConfigError(f"basic_auth_users.{user}: bcrypt cost {cost} out of range")
+        out[user] = hashed.encode()
+    return BasicAuth(out) if out else None
+
+
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+    headers = _mapping(value, "http_server_config.headers")
+    out = []
+    for name, v in headers.items():
+        allowed = ALLOWED_HEADERS.get(name)
+        if allowed is None:
+            raise WebConfigError(f'HTTP header "{name}" can not be configured')
+        if not isinstance(v, str) or any(c in v for c in "\r\n"):
+            raise WebConfigError(f"http_server_config.headers.{name}: expected a one-line string")
+        if allowed and v not in allowed:
+            raise WebConfigError(
+                f"invalid value for {name}. Expected one of: {list(allowed)}, but got: {v!r}"
+            )
+        out.append((name, v))
+    return tuple(out)
+
+
+def parse_web_config(text: str, base: Path, path: Path | None = None) -> WebConfig:
+    """Validate the YAML text; relative file names are taken from `base`."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise WebConfigError(f"not valid YAML: {' '.join(str(e).split())}") from None
+    top = _mapping(doc, "top level")
+    _check_keys(top, _TOP_KEYS, "")
+    tls = _mapping(top.get("tls_server_config"), "tls_server_config")
+    _check_keys(tls, _TLS_KEYS, "tls_server_config")
+    http = _mapping(top.get("http_server_config"), "http_server_config")
+    _check_keys(http, _HTTP_KEYS, "http_server_config")
+    if not isinstance(http.get("http2", True), bool):
+        raise WebConfigError("http_server_config.http2: expected true or false")
+    headers = _headers(http.get("headers"))
+    auth = _users(top.get("basic_auth_users"))
+    ctx, mode = _tls_context(tls, base)
+    return WebConfig(path=path, tls=ctx, auth=auth, headers=headers, client_auth=mode)
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Read and validate --web.config.file; WebConfigError says what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise WebConfigError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        return parse_web_config(text, path.parent, path)
+    except WebConfigError as e:
+        raise WebConfigError(f"{path}: {e}") from None

@@ -1,0 +1,260 @@
+"""The HTTP server on its own (in-process, a stub app): protocol, deadlines, the cap."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ksm_exporter.web.app import Response
+from ksm_exporter.web.server import ExporterHTTPServer, Limits
+
+from .support import wait_until
+
+
+class StubApp:
+    """Echoes the request; /big answers 4 MB (more than a socket buffer holds)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, str]]] = []
+
+    def handle(self, method: str, path: str, headers: dict[str, str]) -> Response:
+        self.calls.append((method, path, headers))
+        if path == "/boom":
+            raise RuntimeError("a bug in a route")
+        if path == "/big":
+            return Response(200, "application/octet-stream", b"x" * (4 << 20))
+        return Response(200, "text/plain", f"{method} {path}\n".encode(), [("X-Test", "1")])
+
+
+@pytest.fixture
+def app() -> StubApp:
+    return StubApp()
+
+
+def start(app: StubApp, **limits: float) -> ExporterHTTPServer:
+    server = ExporterHTTPServer("127.0.0.1:0", app, limits=Limits(**limits))  # type: ignore[arg-type]
+    server.serve_in_thread()
+    return server
+
+
+@pytest.fixture
+def server(app: StubApp) -> Iterator[ExporterHTTPServer]:
+    s = start(app)
+    yield s
+    s.shutdown()
+    s.server_close()
+
+
+def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send `data`, read until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """True when the server closes the connection within `within` s (after whatever it
+    still sends)."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(server: ExporterHTTPServer) -> None:
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    for i in range(5):
+        c.request("GET", f"/metrics?i={i}")
+        r = c.getresponse()
+        assert r.status == 200
+        assert r.read() == f"GET /metrics?i={i}\n".encode()
+        assert r.getheader("X-Test") == "1"
+        assert r.getheader("Content-Type") == "text/plain"
+        assert r.getheader("Server").startswith("ksm-exporter/")
+        assert r.getheader("Connection") is None
+    assert server.connection_count() == 1
+    c.close()
+
+
+def test_headers_reach_the_app_lowercased(server: ExporterHTTPServer, app: StubApp) -> None:
+    raw(server.port, b"GET / HTTP/1.1\r\nAccept-Encoding: gzip\r\nX-A: 1\r\nx-a: 2\r\n"
+        b"Connection: close\r\n\r\n")  # fmt: skip
+    assert app.calls[-1][2]["accept-encoding"] == "gzip"
+    assert app.calls[-1][2]["x-a"] == "1, 2"
+
+
+def test_http10_and_connection_close_end_the_connection(server: ExporterHTTPServer) -> None:
+    out = raw(server.port, b"GET /a HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in out
+    assert out.endswith(b"GET /a\n")
+    out = raw(server.port, b"GET /b HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert out.endswith(b"GET /b\n")
+
+
+def test_bare_newlines_are_accepted(server: ExporterHTTPServer) -> None:
+    assert raw(server.port, b"GET /nl HTTP/1.0\n\n").endswith(b"GET /nl\n")
+
+
+def test_pipelined_requests_are_answered_in_order(server: ExporterHTTPServer) -> None:
+    out = raw(
+        server.port,
+        b"GET /1 HTTP/1.1\r\n\r\nHEAD /2 HTTP/1.1\r\n\r\n"
+        b"GET /3 HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    assert out.count(b"HTTP/1.1 200 OK") == 3
+    assert out.index(b"GET /1\n") < out.index(b"GET /3\n")
+    assert b"HEAD /2" not in out  # HEAD: headers only, with the length of the body
+    assert b"Content-Length: 8\r\n" in out
+
+
+def test_head_has_no_body(server: ExporterHTTPServer) -> None:
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    c.request("HEAD", "/x")
+    r = c.getresponse()
+    assert r.status == 200 and r.getheader("Content-Length") == "8" and r.read() == b""
+    c.request("GET", "/y")  # the connection is still in step
+    assert c.getresponse().read() == b"GET /y\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nX: 1\r\n folded\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    ],
+)
+def test_bad_requests_get_an_error_and_a_close(
+    server: ExporterHTTPServer, request_bytes: bytes, status: int
+) -> None:
+    out = raw(server.port, request_bytes)
+    assert out.startswith(f"HTTP/1.1 {status} ".encode()), out[:80]
+    assert b"Connection: close" in out
+
+
+def test_endless_headers_are_cut_off(server: ExporterHTTPServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        try:
+            for _ in range(40):
+                s.sendall(b"X-Filler: " + b"a" * 1000 + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed by the server mid-way: also right
+        assert closed_by_server(s, 5)
+    assert server.connection_count() == 0
+
+
+def test_a_request_with_a_body_is_answered_then_closed(server: ExporterHTTPServer) -> None:
+    out = raw(server.port, b"POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in out
+
+
+def test_a_failing_route_is_a_500_and_the_server_goes_on(server: ExporterHTTPServer) -> None:
+    out = raw(server.port, b"GET /boom HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 500 ")
+    assert raw(server.port, b"GET /ok HTTP/1.0\r\n\r\n").endswith(b"GET /ok\n")
+
+
+def test_idle_keep_alive_connections_are_closed(app: StubApp) -> None:
+    server = start(app, idle_timeout=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            assert closed_by_server(s, 5)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            assert closed_by_server(s, 5)  # never sent a byte
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_slow_headers_are_cut_off(app: StubApp) -> None:
+    server = start(app, header_timeout=0.5, idle_timeout=30)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nX-Slow: ")
+            assert closed_by_server(s, 5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_client_that_does_not_read_is_dropped_and_others_are_served(app: StubApp) -> None:
+    server = start(app, write_timeout=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as slow:
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            slow.sendall(b"GET /big HTTP/1.1\r\n\r\n")
+            # While the 4 MB answer is stuck, another client gets its answer.
+            assert raw(server.port, b"GET /quick HTTP/1.0\r\n\r\n").endswith(b"GET /quick\n")
+            wait_until(lambda: server.connection_count() == 0, timeout=5, what="the drop")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_at_the_cap_the_oldest_idle_connection_makes_room(app: StubApp) -> None:
+    server = start(app, max_connections=3)
+    try:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+        wait_until(lambda: server.connection_count() == 3, what="3 connections")
+        time.sleep(0.05)
+        idle[1].sendall(b"GET / HTTP/1.1\r\n\r\n")  # now idle[0] is the oldest idle one
+        assert idle[1].recv(65536).startswith(b"HTTP/1.1 200")
+        assert raw(server.port, b"GET /new HTTP/1.0\r\n\r\n").endswith(b"GET /new\n")
+        assert closed_by_server(idle[0], 5)
+        assert server.evicted >= 1
+        idle[1].sendall(b"GET / HTTP/1.1\r\n\r\n")  # the recently used one is still open
+        assert idle[1].recv(65536).startswith(b"HTTP/1.1 200")
+        for s in idle:
+            s.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_at_the_cap_with_none_idle_a_new_connection_is_refused(app: StubApp) -> None:
+    server = start(app, max_connections=2)
+    try:
+        busy = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+        for s in busy:
+            s.sendall(b"GET / HTTP/1.1\r\nX-Unfinished: ")  # mid-request: not idle
+        wait_until(lambda: server.connection_count() == 2, what="2 connections")
+        time.sleep(0.1)  # let the loop read the partial requests
+        try:
+            out = raw(server.port, b"GET / HTTP/1.1\r\n\r\n")
+        except ConnectionResetError:  # the request raced the close: refused all the same
+            out = b""
+        assert out == b"" or out.startswith(b"HTTP/1.1 503 ")
+        assert server.refused == 1
+        busy[0].sendall(b"1\r\n\r\n")  # the refused one did not cost the others anything
+        assert busy[0].recv(65536).startswith(b"HTTP/1.1 200")
+        for s in busy:
+            s.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_listen_address_in_use_is_an_oserror(server: ExporterHTTPServer, app: StubApp) -> None:
+    with pytest.raises(OSError):
+        ExporterHTTPServer(f"127.0.0.1:{server.port}", app)  # type: ignore[arg-type]
