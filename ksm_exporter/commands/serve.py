@@ -7,17 +7,21 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psutil
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from .. import __version__
 from ..exposition.metrics import KsmCollector
+from ..exposition.procfs import ProcfsCollector, ProcfsOptions
+from ..exposition.settle import SettleCollector
 from ..logging_setup import configure
 from ..monitor import KsmMonitor
 from ..readers import Paths
+from ..settle import SettleTracker
 from ..state_file import StateFile
 from ..transitions import Transition, TransitionTracker
 from ..watcher import Watcher
@@ -60,9 +64,26 @@ class Daemon:
         return False, f"watcher stalled: last poll {late:.1f}s ago"
 
 
-def build_registry(monitor: KsmMonitor, exporter_metrics: bool) -> CollectorRegistry:
+def procfs_collectors(args: argparse.Namespace, monitor: KsmMonitor) -> list[Collector]:
+    """Per-VM KSM, ksmd's cost, ksmtuned's inputs (one walk of /proc), and settle detection
+    (fed by every snapshot the monitor takes)."""
+    settle = SettleTracker(args.settle_full_scans)
+    monitor.add_snapshot_observer(settle.observe_snapshot)
+    options = ProcfsOptions(
+        process_pattern=args.process_pattern if args.process_collector else None,
+        process_max=args.process_max,
+        ksmtuned_config=args.ksmtuned_config,
+    )
+    return [SettleCollector(settle), ProcfsCollector(args.procfs, options, monitor.read_errors)]
+
+
+def build_registry(
+    monitor: KsmMonitor, exporter_metrics: bool, extra: Iterable[Collector] = ()
+) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(KsmCollector(monitor))
+    for collector in extra:
+        registry.register(collector)
     if exporter_metrics:
         # The exporter's own process: always the real /proc, whatever --path.procfs says.
         ProcessCollector(registry=registry)
@@ -80,7 +101,9 @@ def build(args: argparse.Namespace) -> Daemon:
     monitor = KsmMonitor(paths, tracker, state_file)
     monitor.add_listener(log_transition)
     watcher = Watcher(monitor, args.watch_interval)
-    registry = build_registry(monitor, not args.disable_exporter_metrics)
+    registry = build_registry(
+        monitor, not args.disable_exporter_metrics, procfs_collectors(args, monitor)
+    )
     daemon_holder: list[Daemon] = []
     app = ExporterApp(registry, monitor, lambda: daemon_holder[0].health(), args.telemetry_path)
     server = ExporterHTTPServer(args.listen_address, app)
