@@ -58,6 +58,13 @@ def test_names_skip_a_process_gone_since_listing(tmp_path: Path) -> None:
     assert 1002 in read_process_names(proc).names
 
 
+def test_names_from_stat_before_linux_2_6_33(tmp_path: Path) -> None:
+    proc = copy_fixture("procfs-vms", tmp_path) / "proc"
+    for comm in proc.glob("*/comm"):
+        comm.unlink()  # no comm file before 2.6.33
+    assert read_process_names(proc).names == read_process_names(VMS).names
+
+
 def test_names_of_a_missing_procfs(tmp_path: Path) -> None:
     names = read_process_names(tmp_path / "nothing")
     assert names.names == {}
