@@ -63,3 +63,63 @@ def ksm_stat_6_18(rmap_items: int, zero_pages: int, merging_pages: int, page_siz
         f"ksm_merging_pages {merging_pages}\nksm_process_profit {profit}\n"
         "ksm_merge_any: no\nksm_mergeable: yes\n"
     )
+
+
+# Names of the processes that are not VMs on a busy compute node.
+OTHER_NAMES = (
+    "kworker/3:1",
+    "bash",
+    "sshd",
+    "systemd-journal",
+    "python3",
+    "libvirtd",
+    "ovs-vswitchd",
+)
+
+
+def write_compute_node(root: Path, processes: int, vms: int, page_size: int = 4096) -> Path:
+    """A procfs of `processes` processes, `vms` of them qemu (libvirt's command line, 6.18's
+    ksm_stat; VM number k has 1000*(k+1) merging pages and 8 GiB resident), plus ksmd.
+    The others get only the comm file: a scrape reads nothing else of them."""
+    proc = root / "proc"
+    proc.mkdir(parents=True)
+    (proc / "meminfo").write_text(
+        "MemTotal:       2113528788 kB\nMemFree:        105676439 kB\n"
+        "MemAvailable:   211352878 kB\nBuffers:          1048576 kB\nCached:          8388608 kB\n"
+    )
+    (proc / "vmstat").write_text("nr_free_pages 26419109\ncow_ksm 123456\nksm_swpin_copy 7\n")
+    write_process(proc, 2, "kthreadd", kernel_thread=True)
+    write_process(proc, 37, "ksmd", kernel_thread=True, utime=0, stime=987654)
+    every = (processes - 2) // vms
+    vm = 0
+    for i in range(processes - 2):
+        pid = 1000 + i
+        if i % every == 0 and vm < vms:
+            write_process(
+                proc,
+                pid,
+                "qemu-kvm",
+                cmdline=vm_cmdline(vm),
+                rss_pages=8 * 262144,
+                ksm_stat=ksm_stat_6_18(2 * 262144, 0, 1000 * (vm + 1), page_size),
+            )
+            vm += 1
+        else:
+            (proc / str(pid)).mkdir()
+            (proc / str(pid) / "comm").write_text(OTHER_NAMES[i % len(OTHER_NAMES)] + "\n")
+    return proc
+
+
+def vm_cmdline(vm: int) -> list[str]:
+    return [
+        "/usr/libexec/qemu-kvm",
+        "-name",
+        f"guest=instance-{vm:08x},debug-threads=on",
+        "-S",
+        "-machine",
+        "pc-q35-rhel9.2.0,usb=off,dump-guest-core=off",
+        "-m",
+        "8192",
+        "-smp",
+        "4,sockets=4,cores=1,threads=1",
+    ]
