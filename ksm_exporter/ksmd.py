@@ -15,9 +15,7 @@ def read_ksmd_stat(procfs: Path, names: ProcessNames) -> ProcStat | None:
     calls itself ksmd is no kernel thread and is passed over. Raises OSError or ValueError
     when ksmd's stat cannot be read."""
     failed: Exception | None = None
-    for pid, name in sorted(names.names.items()):
-        if name != KSMD:
-            continue
+    for pid in sorted(pid for pid, name in names.names.items() if name == KSMD):
         try:
             stat = read_stat(procfs, pid)
         except (OSError, ValueError) as e:

@@ -82,7 +82,7 @@ def read_vm_processes(
 class ProcessReadErrors:
     """Matched processes not exported because they vanished or could not be read, counted
     since start. Logs when processes start being unreadable (usually: the exporter is not
-    root and lacks CAP_SYS_PTRACE), and when they stop, not at every scrape."""
+    root and lacks CAP_DAC_READ_SEARCH), and when they stop, not at every scrape."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -96,7 +96,7 @@ class ProcessReadErrors:
             if report.unreadable and not self._failing:
                 log.warning(
                     "cannot read the KSM state of %d matching processes (run as root or with "
-                    "CAP_SYS_PTRACE): %s",
+                    "CAP_DAC_READ_SEARCH): %s",
                     report.unreadable,
                     report.first_error,
                 )

@@ -104,7 +104,7 @@ def test_unreadable_and_vanished_on_the_real_kernel() -> None:
     with qemu_like_process(1) as child:
         names = only(child.pid)
 
-        def read() -> object:  # ksm_stat is 0400 and needs ptrace access: root's process
+        def read() -> object:  # ksm_stat is 0400, and the child is root's
             r = read_vm_processes(PROC, names, pattern, 200)
             return [len(r.processes), r.vanished, r.unreadable]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ from ksm_exporter import flags
 from ksm_exporter.derived import page_size
 from ksm_exporter.exposition.procfs import ProcfsCollector, ProcfsOptions
 from ksm_exporter.monitor import ReadErrors
-from ksm_exporter.per_vm import QEMU_PATTERN, read_vm_processes
+from ksm_exporter.per_vm import QEMU_PATTERN, ProcessReadErrors, ProcessReport, read_vm_processes
 from ksm_exporter.readers.processes import read_process_names
 
 from .as_nobody import run_as_nobody
@@ -232,3 +233,21 @@ def test_exporter_serves_them(tmp_path: Path) -> None:
     assert samples["ksmtuned_threshold_bytes"] == 11490924 * 1024  # KSM_THRES_COEF=35
     assert samples["ksm_settled"] == 0  # run=0 in this tree
     assert "ksm_settle_duration_seconds" not in samples
+
+
+def test_unreadable_processes_are_logged_when_they_start_and_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    errors = ProcessReadErrors()
+    failing = ProcessReport(processes=(), unreadable=2, first_error="/proc/7: denied")
+    with caplog.at_level(logging.INFO, logger="ksm_exporter.per_vm"):
+        for report in (failing, failing, ProcessReport(processes=(), vanished=1), failing):
+            errors.record(report)
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot read the KSM state of 2 matching processes (run as root or with "
+        "CAP_DAC_READ_SEARCH): /proc/7: denied",
+        "the KSM state of every matching process is readable again",
+        "cannot read the KSM state of 2 matching processes (run as root or with "
+        "CAP_DAC_READ_SEARCH): /proc/7: denied",
+    ]
+    assert errors.counts() == {"vanished": 1, "unreadable": 6}

@@ -78,7 +78,7 @@ def vm_metrics(report: ProcessReport, errors: dict[str, int]) -> Iterator[Metric
         "ksm_process_read_errors",
         "Matching processes not exported because they exited while being read (vanished) "
         "or their KSM file could not be read (unreadable: the exporter needs root or "
-        "CAP_SYS_PTRACE).",
+        "CAP_DAC_READ_SEARCH).",
         labels=["reason"],
     )
     for reason, n in sorted(errors.items()):

@@ -6,8 +6,9 @@ What the kernel prints differs by version, so every line is parsed and kept:
 - 6.4: adds `ksm_merging_pages N` and `ksm_process_profit N` (bytes, may be negative);
 - 6.10: adds `ksm_zero_pages N`;
 - 6.14: adds `ksm_merge_any: yes|no` and `ksm_mergeable: yes|no`.
-Both files are mode 0400 and need ptrace read access to the process (root, or
-CAP_SYS_PTRACE): a PermissionError is for the caller to count.
+Both files are mode 0400, owned by the process's user: reading another user's takes root
+or CAP_DAC_READ_SEARCH (CAP_SYS_PTRACE does not do). A PermissionError is for the caller
+to count.
 """
 
 from __future__ import annotations
