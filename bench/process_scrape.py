@@ -55,16 +55,21 @@ def psutil_names(proc: Path) -> int:
     return sum(1 for _ in psutil.process_iter(["name"]))
 
 
-def measure(fn: Callable[[], object], runs: int) -> tuple[float, float]:
-    """Median and 95th percentile in milliseconds, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, round(0.95 * len(times)) - 1)]
+def measure(steps: list[Callable[[], object]], runs: int) -> list[list[float]]:
+    """Milliseconds of each step over `runs` rounds, after a warm-up round. The steps take
+    turns within a round, so that a busy moment of the machine does not fall on one alone."""
+    times: list[list[float]] = [[] for _ in steps]
+    for round_number in range(runs + 1):
+        for fn, out in zip(steps, times):
+            start = time.perf_counter()
+            fn()
+            if round_number:
+                out.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def percentile(sorted_times: list[float], fraction: float) -> float:
+    return sorted_times[min(len(sorted_times) - 1, round(fraction * len(sorted_times)))]
 
 
 def main() -> None:
@@ -103,11 +108,12 @@ def main() -> None:
             ("whole /metrics body (the scrape)", lambda: generate_latest(registry)),
         ]
         print(f"{args.processes} processes, {args.vms} VMs, {args.runs} runs; milliseconds\n")
-        print(f"| {'step':<52} | {'median':>7} | {'p95':>7} |")
-        print(f"|{'-' * 54}|{'-' * 9}|{'-' * 9}|")
-        for label, fn in steps:
-            median, p95 = measure(fn, args.runs)
-            print(f"| {label:<52} | {median:7.1f} | {p95:7.1f} |")
+        print(f"| {'step':<52} | {'min':>6} | {'median':>6} | {'p95':>6} |")
+        print(f"|{'-' * 54}|{'-' * 8}|{'-' * 8}|{'-' * 8}|")
+        for (label, _), times in zip(steps, measure([fn for _, fn in steps], args.runs)):
+            times.sort()
+            median, p95 = statistics.median(times), percentile(times, 0.95)
+            print(f"| {label:<52} | {times[0]:6.1f} | {median:6.1f} | {p95:6.1f} |")
 
 
 def generate_latest_of(collector: ProcfsCollector) -> bytes:
