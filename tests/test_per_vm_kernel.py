@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from ksm_exporter.per_vm import read_vm_processes
 from ksm_exporter.readers.processes import ProcessNames, read_process_names
 
 from .as_nobody import run_as_nobody
-from .support import REAL_KSM, REPO, wait_until
+from .support import REAL_KSM, REPO, run_exporter, wait_until
 from .test_procfs_collector import collector, scrape
 
 PROC = Path("/proc")
@@ -112,3 +113,27 @@ def test_unreadable_and_vanished_on_the_real_kernel() -> None:
     # The walk named it; it exited and was reaped before its KSM file was read.
     report = read_vm_processes(PROC, names, pattern, 200)
     assert (report.processes, report.vanished, report.unreadable) == ((), 1, 0)
+
+
+@pytest.mark.kernel
+def test_settles_on_the_real_kernel(real_ksm: KsmSettings, tmp_path: Path) -> None:
+    if (REAL_KSM / "advisor_mode").exists():
+        real_ksm.write("advisor_mode", "none")
+    real_ksm.write("pages_to_scan", 5000)
+    real_ksm.write("sleep_millisecs", 10)
+    real_ksm.write("run", 0)  # so that the exporter sees KSM start
+    with (
+        qemu_like_process(PAGES),
+        run_exporter(None, "--settle.full-scans=2", tmp=tmp_path, interval="50ms") as exporter,
+    ):
+        wait_until(lambda: exporter.metrics()["ksm_run"] == 0, what="the exporter to see run=0")
+        started = time.monotonic()
+        real_ksm.write("run", 1)
+
+        def settled() -> dict[str, float] | None:
+            samples = exporter.metrics()
+            return samples if samples["ksm_settled"] == 1 else None
+
+        samples = wait_until(settled, timeout=20, interval=0.1, what="ksm_settled 1")
+        assert 0 < samples["ksm_settle_duration_seconds"] <= time.monotonic() - started
+        assert samples["ksm_full_scans_total"] >= 2
