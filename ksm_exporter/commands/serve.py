@@ -64,7 +64,7 @@ class Daemon:
         return False, f"watcher stalled: last poll {late:.1f}s ago"
 
 
-def procfs_collectors(args: argparse.Namespace, monitor: KsmMonitor) -> list[Collector]:
+def extra_collectors(args: argparse.Namespace, monitor: KsmMonitor) -> list[Collector]:
     """Per-VM KSM, ksmd's cost, ksmtuned's inputs (one walk of /proc), and settle detection
     (fed by every snapshot the monitor takes)."""
     settle = SettleTracker(args.settle_full_scans)
@@ -102,7 +102,7 @@ def build(args: argparse.Namespace) -> Daemon:
     monitor.add_listener(log_transition)
     watcher = Watcher(monitor, args.watch_interval)
     registry = build_registry(
-        monitor, not args.disable_exporter_metrics, procfs_collectors(args, monitor)
+        monitor, not args.disable_exporter_metrics, extra_collectors(args, monitor)
     )
     daemon_holder: list[Daemon] = []
     app = ExporterApp(registry, monitor, lambda: daemon_holder[0].health(), args.telemetry_path)
