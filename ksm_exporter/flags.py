@@ -10,6 +10,9 @@ from typing import NoReturn
 
 from . import __version__
 from .logging_setup import LEVELS
+from .per_vm import QEMU_PATTERN
+from .readers.ksmtuned_conf import DEFAULT_PATH as DEFAULT_KSMTUNED_CONFIG
+from .settle import DEFAULT_FULL_SCANS as DEFAULT_SETTLE_FULL_SCANS
 
 DEFAULT_LISTEN = ":9941"
 
@@ -54,6 +57,13 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
+
+
+def regex(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as e:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {text!r}: {e}") from None
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -157,7 +167,53 @@ def serve_parser() -> OneLineParser:
     )
     p.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info")
     p.add_argument("--log.format", dest="log_format", choices=("logfmt", "json"), default="logfmt")
+    add_collector_flags(p)
     return p
+
+
+def add_collector_flags(p: argparse.ArgumentParser) -> None:
+    """Per-VM KSM, ksmtuned's inputs, settle detection (docs/per-vm.md)."""
+    p.add_argument(
+        "--collector.process",
+        dest="process_collector",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="export KSM per matching process, ksm_process_* (on by default)",
+    )
+    p.add_argument(
+        "--collector.process.pattern",
+        dest="process_pattern",
+        type=regex,
+        default=QEMU_PATTERN,
+        metavar="REGEX",
+        help=f"processes whose name (comm) this matches, as pgrep does (default ksmtuned's "
+        f"{QEMU_PATTERN})",
+    )
+    p.add_argument(
+        "--collector.process.max",
+        dest="process_max",
+        type=positive_int,
+        default=200,
+        metavar="N",
+        help="at most this many processes exported, those with most merging pages (default 200)",
+    )
+    p.add_argument(
+        "--collector.ksmtuned.config",
+        dest="ksmtuned_config",
+        type=Path,
+        default=DEFAULT_KSMTUNED_CONFIG,
+        metavar="FILE",
+        help=f"ksmtuned's configuration (default {DEFAULT_KSMTUNED_CONFIG})",
+    )
+    p.add_argument(
+        "--settle.full-scans",
+        dest="settle_full_scans",
+        type=positive_int,
+        default=DEFAULT_SETTLE_FULL_SCANS,
+        metavar="K",
+        help="ksm_settled: pages_sharing moved by less than 1%% over the last K full scans "
+        f"(default {DEFAULT_SETTLE_FULL_SCANS})",
+    )
 
 
 def status_parser() -> OneLineParser:

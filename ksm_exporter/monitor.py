@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 MEMINFO = "meminfo"  # the read-error label for <procfs>/meminfo
 
 TransitionListener = Callable[[Transition], None]
+SnapshotObserver = Callable[[Snapshot], None]
 
 
 class ReadErrors:
@@ -73,6 +74,7 @@ class KsmMonitor:
         self.read_errors = ReadErrors()
         self.page_size = page_size()
         self._listeners: list[TransitionListener] = []
+        self._observers: list[SnapshotObserver] = []
         # Detect, persist and announce one edge at a time, so the state file and the log
         # see edges in the order they happened.
         self._edge_lock = threading.Lock()
@@ -80,6 +82,10 @@ class KsmMonitor:
     def add_listener(self, listener: TransitionListener) -> None:
         """Called with each new transition, after it is saved to --state.file."""
         self._listeners.append(listener)
+
+    def add_snapshot_observer(self, observer: SnapshotObserver) -> None:
+        """Called with every snapshot, the watcher's polls and the scrapes (settle detection)."""
+        self._observers.append(observer)
 
     # What the watcher reads every interval: the run state, and the two counters that say
     # how far merging has got (for settle detection), not the whole directory.
@@ -107,6 +113,8 @@ class KsmMonitor:
         self.read_errors.record(tried, errors, count_errors)
         if snap.run is not None:
             self._observe(snap.run, memory, snap.taken_at)
+        for observe in self._observers:
+            observe(snap)
         return snap
 
     def _read_memory(self) -> MemInfo | None:

@@ -12,7 +12,18 @@ from pathlib import Path
 from .support import FIXTURES, run_exporter
 
 GOLDEN = Path(__file__).parent / "golden"
-GOLDEN_TREES = ("linux-2.6.32", "linux-4.13", "linux-6.18", "future", "broken", "no-ksm")
+GOLDEN_TREES = (
+    "linux-2.6.32",
+    "linux-4.13",
+    "linux-6.18",
+    "future",
+    "broken",
+    "no-ksm",
+    "procfs-vms",
+    "procfs-old",
+)
+# The machine's own /etc/ksmtuned.conf must not leak into the golden output.
+KSMTUNED_CONF = FIXTURES / "ksmtuned" / "stock.conf"
 
 
 def normalise(body: str) -> str:
@@ -22,7 +33,12 @@ def normalise(body: str) -> str:
 
 
 def scrape_tree(name: str, tmp: Path) -> str:
-    with run_exporter(FIXTURES / name, "--web.disable-exporter-metrics", tmp=tmp) as exporter:
+    with run_exporter(
+        FIXTURES / name,
+        "--web.disable-exporter-metrics",
+        f"--collector.ksmtuned.config={KSMTUNED_CONF}",
+        tmp=tmp,
+    ) as exporter:
         status, body = exporter.get("/metrics")
     assert status == 200, body
     return body

@@ -7,19 +7,22 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from .. import __version__
 from ..exposition.metrics import KsmCollector
+from ..exposition.procfs import ProcfsCollector, ProcfsOptions
+from ..exposition.settle import SettleCollector
 from ..logging_setup import configure
 from ..monitor import KsmMonitor
 from ..readers import Paths
+from ..settle import SettleTracker
 from ..state_file import StateFile
 from ..transitions import Transition, TransitionTracker
 from ..watcher import Watcher
@@ -90,9 +93,26 @@ class Daemon:
                 self.reload()
 
 
-def build_registry(monitor: KsmMonitor, exporter_metrics: bool) -> CollectorRegistry:
+def extra_collectors(args: argparse.Namespace, monitor: KsmMonitor) -> list[Collector]:
+    """Per-VM KSM, ksmd's cost, ksmtuned's inputs (one walk of /proc), and settle detection
+    (fed by every snapshot the monitor takes)."""
+    settle = SettleTracker(args.settle_full_scans)
+    monitor.add_snapshot_observer(settle.observe_snapshot)
+    options = ProcfsOptions(
+        process_pattern=args.process_pattern if args.process_collector else None,
+        process_max=args.process_max,
+        ksmtuned_config=args.ksmtuned_config,
+    )
+    return [SettleCollector(settle), ProcfsCollector(args.procfs, options, monitor.read_errors)]
+
+
+def build_registry(
+    monitor: KsmMonitor, exporter_metrics: bool, extra: Iterable[Collector] = ()
+) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(KsmCollector(monitor))
+    for collector in extra:
+        registry.register(collector)
     if exporter_metrics:
         # The exporter's own process: always the real /proc, whatever --path.procfs says.
         ProcessCollector(registry=registry)
@@ -126,7 +146,9 @@ def build(args: argparse.Namespace) -> Daemon:
     monitor = KsmMonitor(paths, tracker, state_file)
     monitor.add_listener(log_transition)
     watcher = Watcher(monitor, args.watch_interval)
-    registry = build_registry(monitor, not args.disable_exporter_metrics)
+    registry = build_registry(
+        monitor, not args.disable_exporter_metrics, extra_collectors(args, monitor)
+    )
     app = ExporterApp(registry, monitor, watcher.health, args.telemetry_path)
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
     limits = Limits(max_connections=args.max_connections)

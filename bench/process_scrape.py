@@ -1,0 +1,126 @@
+"""How long a scrape takes on a compute node's process table (docs/per-vm.md shows a run).
+
+    python -m bench.process_scrape [--processes 10000] [--vms 200] [--runs 30]
+
+Builds a fake procfs of --processes processes, --vms of them qemu (tests/fake_procfs.py),
+and times each step of a scrape, then the whole /metrics body of the exporter's registry
+(the KSM sysfs collector on the linux-6.18 fixture, settle, and the process collector).
+The first row is the floor: the bare open/read/close of every /proc/PID/comm, which any
+fresh look at every process's name costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from ksm_exporter.commands.serve import build_registry
+from ksm_exporter.derived import page_size
+from ksm_exporter.exposition.procfs import ProcfsCollector, ProcfsOptions
+from ksm_exporter.exposition.settle import SettleCollector
+from ksm_exporter.ksmtuned import committed_kb
+from ksm_exporter.monitor import KsmMonitor
+from ksm_exporter.per_vm import QEMU_PATTERN, read_vm_processes
+from ksm_exporter.readers import Paths
+from ksm_exporter.readers.processes import read_process_names
+from ksm_exporter.settle import SettleTracker
+from ksm_exporter.transitions import TransitionTracker
+from tests.fake_procfs import write_compute_node
+from tests.support import FIXTURES
+
+
+def bare_comm_reads(proc: Path) -> int:
+    n = 0
+    for entry in os.listdir(proc):
+        if entry.isdigit():
+            fd = os.open(f"{proc}/{entry}/comm", os.O_RDONLY)
+            os.read(fd, 64)
+            os.close(fd)
+            n += 1
+    return n
+
+
+def psutil_names(proc: Path) -> int:
+    psutil.PROCFS_PATH = str(proc)
+    return sum(1 for _ in psutil.process_iter(["name"]))
+
+
+def measure(steps: list[Callable[[], object]], runs: int) -> list[list[float]]:
+    """Milliseconds of each step over `runs` rounds, after a warm-up round. The steps take
+    turns within a round, so that a busy moment of the machine does not fall on one alone."""
+    times: list[list[float]] = [[] for _ in steps]
+    for round_number in range(runs + 1):
+        for fn, out in zip(steps, times):
+            start = time.perf_counter()
+            fn()
+            if round_number:
+                out.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def percentile(sorted_times: list[float], fraction: float) -> float:
+    return sorted_times[min(len(sorted_times) - 1, round(fraction * len(sorted_times)))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--processes", type=int, default=10_000)
+    p.add_argument("--vms", type=int, default=200)
+    p.add_argument("--runs", type=int, default=30)
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = write_compute_node(Path(tmp), args.processes, args.vms)
+        pattern = re.compile(QEMU_PATTERN)
+        names = read_process_names(proc)
+        monitor = KsmMonitor(Paths(FIXTURES / "linux-6.18" / "sys", proc), TransitionTracker())
+        settle = SettleTracker()
+        monitor.add_snapshot_observer(settle.observe_snapshot)
+        options = ProcfsOptions(pattern, 200, FIXTURES / "ksmtuned" / "stock.conf")
+        procfs = ProcfsCollector(proc, options, monitor.read_errors)
+        registry = build_registry(monitor, False, [SettleCollector(settle), procfs])
+        steps: list[tuple[str, Callable[[], object]]] = [
+            (
+                f"floor: open/read/close of {args.processes} comm files",
+                lambda: bare_comm_reads(proc),
+            ),
+            ("psutil.process_iter(['name']) (for comparison)", lambda: psutil_names(proc)),
+            ("process names (read_process_names)", lambda: read_process_names(proc)),
+            (
+                f"per-VM: ksm_stat + cmdline of {args.vms}",
+                lambda: read_vm_processes(proc, names, pattern, 200),
+            ),
+            (
+                f"ksmtuned committed: statm of {args.vms}",
+                lambda: committed_kb(proc, names, page_size()),
+            ),
+            ("process collector, text format", lambda: generate_latest_of(procfs)),
+            ("whole /metrics body (the scrape)", lambda: generate_latest(registry)),
+        ]
+        print(f"{args.processes} processes, {args.vms} VMs, {args.runs} runs; milliseconds\n")
+        print(f"| {'step':<52} | {'min':>6} | {'median':>6} | {'p95':>6} |")
+        print(f"|{'-' * 54}|{'-' * 8}|{'-' * 8}|{'-' * 8}|")
+        for (label, _), times in zip(steps, measure([fn for _, fn in steps], args.runs)):
+            times.sort()
+            median, p95 = statistics.median(times), percentile(times, 0.95)
+            print(f"| {label:<52} | {times[0]:6.1f} | {median:6.1f} | {p95:6.1f} |")
+
+
+def generate_latest_of(collector: ProcfsCollector) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return generate_latest(registry)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The collector of everything read from the process table: per-VM KSM, ksmtuned's inputs,
+ksmd's CPU time, and KSM's vmstat counters.
+
+One collector rather than one per concern because all of them need the name of every
+process, and naming 10,000 processes is most of a scrape's time: it is done once here, and
+each concern's metrics come from its own module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from ..derived import page_size
+from ..ksmd import clock_ticks, cpu_seconds, read_ksmd_stat
+from ..ksmtuned import committed_kb, ksmtuned_alive, ksmtuned_inputs
+from ..monitor import ReadErrors
+from ..per_vm import ProcessReadErrors, read_vm_processes
+from ..readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
+from ..readers.meminfo import read_meminfo
+from ..readers.processes import ProcessNames, read_process_names
+from ..readers.vmstat import read_vmstat
+from .cost import ksmd_metrics, vmstat_metrics
+from .ksmtuned import ksmtuned_metrics
+from .per_vm import vm_metrics
+
+# Labels of ksm_exporter_read_errors_total{file} for what this collector reads.
+PROC = "proc"
+VMSTAT = "vmstat"
+KSMD_STAT = "ksmd/stat"
+
+
+@dataclass(frozen=True)
+class ProcfsOptions:
+    process_pattern: re.Pattern[str] | None  # None: --no-collector.process
+    process_max: int
+    ksmtuned_config: Path
+
+
+class ProcfsCollector(Collector):
+    def __init__(self, procfs: Path, options: ProcfsOptions, read_errors: ReadErrors) -> None:
+        self.procfs = procfs
+        self.options = options
+        self.read_errors = read_errors
+        self.process_errors = ProcessReadErrors()
+        self.page_size = page_size()
+        self.clock_ticks = clock_ticks()
+
+    def collect(self) -> Iterator[Metric]:
+        tried: set[str] = {PROC, VMSTAT, KSMD_STAT}
+        errors: dict[str, str] = {}
+        names = read_process_names(self.procfs)
+        if names.error is not None:
+            errors[PROC] = names.error
+        if self.options.process_pattern is not None:
+            report = read_vm_processes(
+                self.procfs, names, self.options.process_pattern, self.options.process_max
+            )
+            self.process_errors.record(report)
+            yield from vm_metrics(report, self.process_errors.counts())
+        yield from self._ksmtuned(names, tried, errors)
+        try:
+            ksmd = read_ksmd_stat(self.procfs, names)
+        except (OSError, ValueError) as e:
+            errors[KSMD_STAT] = _describe(e)
+        else:
+            if ksmd is not None:
+                yield from ksmd_metrics(cpu_seconds(ksmd, self.clock_ticks))
+        try:
+            yield from vmstat_metrics(read_vmstat(self.procfs))
+        except FileNotFoundError:
+            pass  # a procfs without vmstat (a fixture tree): nothing to say
+        except (OSError, ValueError) as e:
+            errors[VMSTAT] = _describe(e)
+        self.read_errors.record(tried, errors, count=True)
+
+    def _ksmtuned(
+        self, names: ProcessNames, tried: set[str], errors: dict[str, str]
+    ) -> Iterator[Metric]:
+        config_file = self.options.ksmtuned_config
+        tried.add(config_file.name)
+        try:
+            config, problems = read_ksmtuned_conf(config_file)
+        except OSError as e:
+            config, problems = KsmtunedConfig(), [_describe(e)]
+        if problems:
+            errors[config_file.name] = "; ".join(problems)
+        try:
+            memory = read_meminfo(self.procfs)
+        except (OSError, ValueError):  # counted by the KSM collector's read of the same file
+            memory = None
+        committed = committed_kb(self.procfs, names, self.page_size)
+        inputs = ksmtuned_inputs(config, memory, committed) if memory is not None else None
+        yield from ksmtuned_metrics(inputs, committed, ksmtuned_alive(names))
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, OSError):
+        return e.strerror or type(e).__name__
+    return str(e)

@@ -1,0 +1,32 @@
+"""ksm_settled and ksm_settle_duration_seconds, from the settle tracker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..settle import TOLERANCE, SettleTracker
+
+
+class SettleCollector(Collector):
+    def __init__(self, tracker: SettleTracker) -> None:
+        self.tracker = tracker
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.tracker.state()
+        yield GaugeMetricFamily(
+            "ksm_settled",
+            f"1 while KSM runs and pages_sharing, sampled as each full scan completes, moved "
+            f"by less than {TOLERANCE:.0%} over the last {state.full_scans} completed full "
+            f"scans (--settle.full-scans); else 0.",
+            value=1.0 if state.settled else 0.0,
+        )
+        if state.duration_seconds is not None:
+            yield GaugeMetricFamily(
+                "ksm_settle_duration_seconds",
+                "Time from the latest change of KSM into running until it first counted as "
+                "settled (ksm_settled).",
+                value=state.duration_seconds,
+            )
