@@ -11,8 +11,8 @@ run: bootstrap
 	$(VENV)/bin/ksm-exporter --web.listen-address=$(LISTEN) $(ARGS)
 
 lint: bootstrap
-	$(VENV)/bin/ruff check ksm_exporter tests bench
-	$(VENV)/bin/ruff format --check ksm_exporter tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: bootstrap lint
 	$(VENV)/bin/python -m pytest -q $(ARGS)

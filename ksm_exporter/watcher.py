@@ -41,6 +41,13 @@ class Watcher:
     def healthy(self) -> bool:
         return self.seconds_since_poll() <= self.stall_after
 
+    def health(self) -> tuple[bool, str]:
+        """For /-/healthy: whether the watcher polls on time, and a line saying so."""
+        late = self.seconds_since_poll()
+        if late <= self.stall_after:
+            return True, "OK"
+        return False, f"watcher stalled: last poll {late:.1f}s ago"
+
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()

@@ -53,12 +53,6 @@ class Daemon:
     server: ExporterHTTPServer
     stop: threading.Event
 
-    def health(self) -> tuple[bool, str]:
-        late = self.watcher.seconds_since_poll()
-        if self.watcher.healthy():
-            return True, "OK"
-        return False, f"watcher stalled: last poll {late:.1f}s ago"
-
 
 def build_registry(monitor: KsmMonitor, exporter_metrics: bool) -> CollectorRegistry:
     registry = CollectorRegistry()
@@ -81,12 +75,9 @@ def build(args: argparse.Namespace) -> Daemon:
     monitor.add_listener(log_transition)
     watcher = Watcher(monitor, args.watch_interval)
     registry = build_registry(monitor, not args.disable_exporter_metrics)
-    daemon_holder: list[Daemon] = []
-    app = ExporterApp(registry, monitor, lambda: daemon_holder[0].health(), args.telemetry_path)
+    app = ExporterApp(registry, monitor, watcher.health, args.telemetry_path)
     server = ExporterHTTPServer(args.listen_address, app)
-    daemon = Daemon(monitor, watcher, server, threading.Event())
-    daemon_holder.append(daemon)
-    return daemon
+    return Daemon(monitor, watcher, server, threading.Event())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -162,7 +162,8 @@ def health_metrics(snap: Snapshot, monitor: KsmMonitor) -> Iterator[Metric]:
     yield info
     errors = CounterMetricFamily(
         "ksm_exporter_read_errors",
-        "Scrapes whose read of this KSM or procfs file failed or did not parse; the file was skipped.",
+        "Scrapes whose read of this KSM or procfs file failed or did not parse; the file "
+        "was skipped.",
         labels=["file"],
     )
     for file, n in sorted(monitor.read_errors.counts().items()):

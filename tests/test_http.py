@@ -1,0 +1,121 @@
+"""The exporter process over HTTP: endpoints, content negotiation, health, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from .support import copy_fixture, run_exporter, wait_until, write_ksm
+
+KSM = "sys/kernel/mm/ksm"
+
+
+def test_landing_page_shows_summary_and_transitions(tmp_path: Path) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    with run_exporter(root, tmp=tmp_path) as exporter:
+        status, page = exporter.get("/")
+        assert status == 200
+        assert "KSM Exporter" in page and 'href="/metrics"' in page
+        assert "No change of state seen yet." in page
+        assert "stopped (run = 0)" in page and "11 MB" in page
+        write_ksm(root, "run", 1)
+        wait_until(lambda: exporter.metrics()['ksm_run_state{state="running"}'] == 1)
+        status, page = exporter.get("/")
+        assert "<td class=l>stopped</td><td class=l>running</td><td>25743</td><td>6318</td>" in page
+
+
+def test_not_found_and_method_not_allowed(tmp_path: Path) -> None:
+    with run_exporter(copy_fixture("linux-6.18", tmp_path), tmp=tmp_path) as exporter:
+        assert exporter.get("/nope")[0] == 404
+        req = urllib.request.Request(exporter.url + "/metrics", data=b"x", method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            raise AssertionError("POST accepted")
+        except urllib.error.HTTPError as e:
+            assert e.code == 405
+
+
+def test_openmetrics_and_gzip_by_request_headers(tmp_path: Path) -> None:
+    with run_exporter(copy_fixture("linux-6.18", tmp_path), tmp=tmp_path) as exporter:
+        req = urllib.request.Request(
+            exporter.url + "/metrics",
+            headers={
+                "Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                "Accept-Encoding": "gzip",
+            },
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+            assert r.headers["Content-Encoding"] == "gzip"
+            body = gzip.decompress(r.read()).decode()
+        assert body.endswith("# EOF\n")
+        assert "ksm_full_scans_total 12.0" in body
+
+
+def test_health_turns_503_when_the_watcher_stalls_and_200_when_it_recovers(tmp_path: Path) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    run = root / KSM / "run"
+    run.unlink()
+    os.mkfifo(run)  # a read of `run` now hangs, like a wedged sysfs read
+    with run_exporter(root, tmp=tmp_path, interval="100ms") as exporter:
+        status, body = exporter.get("/-/healthy")
+        assert status == 200, body
+        wait_until(lambda: exporter.get("/-/healthy")[0] == 503, timeout=10, what="503")
+        assert "watcher stalled" in exporter.get("/-/healthy")[1]
+
+        def feed() -> None:
+            with open(run, "w") as f:  # unblocks the hung read
+                f.write("1\n")
+
+        t = threading.Thread(target=feed)
+        t.start()
+        t.join(5)
+        wait_until(lambda: exporter.get("/-/healthy")[0] == 200, timeout=5, what="200")
+        tmp = root / KSM / "run.new"
+        tmp.write_text("1\n")
+        os.replace(tmp, run)
+
+
+def test_broken_files_are_skipped_and_counted_while_serving(tmp_path: Path) -> None:
+    root = copy_fixture("broken", tmp_path)
+    with run_exporter(root, tmp=tmp_path) as exporter:
+        for n in (1, 2):
+            m = exporter.metrics()
+            assert m['ksm_exporter_read_errors_total{file="pages_shared"}'] == n
+            assert m["ksm_pages_volatile"] == -3 and m["ksm_up"] == 1
+        assert "skipping pages_shared: not an integer: 'lots'" in exporter.log()
+
+
+def test_ksm_directory_vanishing_and_coming_back(tmp_path: Path) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    ksm = root / KSM
+    with run_exporter(root, tmp=tmp_path) as exporter:
+        assert exporter.metrics()["ksm_up"] == 1
+        shutil.move(ksm, root / "away")
+        m = exporter.metrics()
+        assert m["ksm_up"] == 0 and "ksm_pages_shared" not in m
+        assert exporter.get("/")[0] == 200
+        time.sleep(0.3)  # the watcher keeps polling a missing directory
+        write_ksm_dir = root / "away"
+        (write_ksm_dir / "run").write_text("1\n")
+        shutil.move(root / "away", ksm)
+        m = wait_until(lambda: (x := exporter.metrics())["ksm_up"] == 1 and x, what="ksm_up 1")
+        assert m["ksm_pages_shared"] == 1000
+        # The state before the gap was stopped; coming back running is one edge.
+        assert m['ksm_run_transitions_total{state="running"}'] == 1
+        assert exporter.proc.poll() is None
+        assert json.loads(exporter.get("/transitions")[1])[0]["from"] == "stopped"
+
+
+def test_missing_ksm_at_start_serves_ksm_up_zero(tmp_path: Path) -> None:
+    root = copy_fixture("no-ksm", tmp_path)
+    with run_exporter(root, tmp=tmp_path) as exporter:
+        m = exporter.metrics()
+        assert m["ksm_up"] == 0
+        assert "KSM is not available" in exporter.log()
