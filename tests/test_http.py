@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import threading
 import time
 import urllib.request
@@ -119,3 +120,10 @@ def test_missing_ksm_at_start_serves_ksm_up_zero(tmp_path: Path) -> None:
         m = exporter.metrics()
         assert m["ksm_up"] == 0
         assert "KSM is not available" in exporter.log()
+
+
+def test_sighup_reloads_without_dropping_the_socket(tmp_path: Path) -> None:
+    with run_exporter(copy_fixture("linux-6.18", tmp_path), tmp=tmp_path) as exporter:
+        exporter.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reloading (SIGHUP)" in exporter.log(), what="reload logged")
+        assert exporter.get("/metrics")[0] == 200 and exporter.proc.poll() is None

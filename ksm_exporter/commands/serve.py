@@ -7,7 +7,8 @@ import logging
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import psutil
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -51,7 +52,40 @@ class Daemon:
     monitor: KsmMonitor
     watcher: Watcher
     server: ExporterHTTPServer
-    stop: threading.Event
+    # Signal handlers only set flags and wake the main loop; the work runs outside them.
+    wake: threading.Event = field(default_factory=threading.Event)
+    stopping: bool = False
+    reload_pending: bool = False
+    # Called in order on SIGHUP (web config, log level ...); a failing one is logged and
+    # keeps the previous configuration, the others still run.
+    reloaders: list[Callable[[], None]] = field(default_factory=list)
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+
+    def request_reload(self) -> None:
+        self.reload_pending = True
+        self.wake.set()
+
+    def reload(self) -> None:
+        log.info("reloading (SIGHUP)")
+        for reloader in self.reloaders:
+            try:
+                reloader()
+            except Exception as e:
+                log.error("reload failed, previous configuration kept: %s", e)
+
+    def wait_for_stop(self) -> None:
+        """The main loop: sleep until a signal; reload on SIGHUP, return on SIGTERM/SIGINT."""
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            if self.stopping:
+                return
+            if self.reload_pending:
+                self.reload_pending = False
+                self.reload()
 
 
 def build_registry(monitor: KsmMonitor, exporter_metrics: bool) -> CollectorRegistry:
@@ -77,7 +111,7 @@ def build(args: argparse.Namespace) -> Daemon:
     registry = build_registry(monitor, not args.disable_exporter_metrics)
     app = ExporterApp(registry, monitor, watcher.health, args.telemetry_path)
     server = ExporterHTTPServer(args.listen_address, app)
-    return Daemon(monitor, watcher, server, threading.Event())
+    return Daemon(monitor, watcher, server)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: daemon.stop.set())
+        signal.signal(sig, lambda *_: daemon.request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     daemon.watcher.start()
     daemon.server.serve_in_thread()
     ksm_dir = daemon.monitor.paths.ksm_dir
@@ -113,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
             "KSM is not available; serving ksm_up 0 until it appears",
             extra={"fields": {"ksm_dir": str(ksm_dir)}},
         )
-    daemon.stop.wait()
+    daemon.wait_for_stop()
     log.info("shutting down")
     daemon.server.shutdown()
     daemon.server.server_close()
