@@ -127,3 +127,15 @@ def test_sighup_reloads_without_dropping_the_socket(tmp_path: Path) -> None:
         exporter.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "reloading (SIGHUP)" in exporter.log(), what="reload logged")
         assert exporter.get("/metrics")[0] == 200 and exporter.proc.poll() is None
+
+
+def test_sigterm_as_soon_as_the_port_listens_exits_0_within_a_second(tmp_path: Path) -> None:
+    # run_exporter yields the moment a connection is accepted: the signal lands while the
+    # daemon is still starting its threads, the window in which it once went unhandled.
+    for attempt in range(3):
+        root = copy_fixture("linux-6.18", tmp_path / str(attempt))
+        with run_exporter(root, tmp=tmp_path) as exporter:
+            started = time.monotonic()
+            exporter.proc.send_signal(signal.SIGTERM)
+            assert exporter.proc.wait(5) == 0, exporter.log()
+            assert time.monotonic() - started < 1.0, exporter.log()

@@ -114,8 +114,17 @@ def build(args: argparse.Namespace) -> Daemon:
     return Daemon(monitor, watcher, server)
 
 
+# The signals the main loop acts on.
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
 def run(args: argparse.Namespace) -> int:
     configure(args.log_level, args.log_format)
+    # Held from before the socket listens until the handlers are set and the threads run
+    # (they inherit the mask): a signal before its handler would kill us, and one the
+    # kernel hands to another thread would not wake the main loop, for CPython runs
+    # handlers in the main thread only when that thread next runs Python code.
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
         daemon = build(args)
     except ListenAddressError as e:
@@ -132,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     daemon.watcher.start()
     daemon.server.serve_in_thread()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     ksm_dir = daemon.monitor.paths.ksm_dir
     log.info(
         "listening",
