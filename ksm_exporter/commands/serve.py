@@ -20,6 +20,7 @@ from ..logging_setup import configure
 from ..monitor import KsmMonitor
 from ..readers import Paths
 from ..state_file import StateFile
+from ..systemd_integration import journal_handler
 from ..transitions import Transition, TransitionTracker
 from ..watcher import Watcher
 from ..web.app import ExporterApp
@@ -119,7 +120,7 @@ HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def run(args: argparse.Namespace) -> int:
-    configure(args.log_level, args.log_format)
+    configure(args.log_level, args.log_format, journal_handler(args.log_journal))
     # Held from before the socket listens until the handlers are set and the threads run
     # (they inherit the mask): a signal before its handler would kill us, and one the
     # kernel hands to another thread would not wake the main loop, for CPython runs
