@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -33,6 +34,28 @@ def write_ksm(root: Path, name: str, value: object) -> None:
     tmp = path.with_name(f".{name}.tmp")
     tmp.write_text(f"{value}\n")
     os.replace(tmp, path)
+
+
+def wedge_run(root: Path) -> None:
+    """Make `run` a FIFO: a read of it then hangs, like a wedged sysfs read."""
+    run = root / "sys/kernel/mm/ksm/run"
+    run.unlink()
+    os.mkfifo(run)
+
+
+def unwedge_run(root: Path, value: int) -> None:
+    """Answer the hung read with `value`, then make `run` a plain file again so that the
+    next polls do not hang."""
+    run = root / "sys/kernel/mm/ksm/run"
+
+    def feed() -> None:
+        with open(run, "w") as f:
+            f.write(f"{value}\n")
+
+    t = threading.Thread(target=feed)
+    t.start()
+    t.join(5)
+    write_ksm(root, "run", value)
 
 
 def free_port() -> int:
@@ -106,10 +129,11 @@ def run_exporter(
     tmp: Path,
     env: dict[str, str] | None = None,
     interval: str = "100ms",
+    port: int | None = None,
 ) -> Iterator[RunningExporter]:
     """Start `python -m ksm_exporter` on a fixture tree (root=None: the real /sys and /proc)
-    on a free loopback port; stop it (SIGTERM, then SIGKILL) on exit."""
-    port = free_port()
+    on a free loopback port (or `port`); stop it (SIGTERM, then SIGKILL) on exit."""
+    port = port or free_port()
     args = [f"--web.listen-address=127.0.0.1:{port}", f"--watch.interval={interval}"]
     if root is not None:
         args += [f"--path.sysfs={root}/sys", f"--path.procfs={root}/proc"]
