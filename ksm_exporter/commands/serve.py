@@ -20,7 +20,7 @@ from ..logging_setup import configure
 from ..monitor import KsmMonitor
 from ..readers import Paths
 from ..state_file import StateFile
-from ..systemd_integration import journal_handler
+from ..systemd_integration import ServiceNotifier, journal_handler
 from ..transitions import Transition, TransitionTracker
 from ..watcher import Watcher
 from ..web.app import ExporterApp
@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     daemon.watcher.start()
     daemon.server.serve_in_thread()
+    notifier = ServiceNotifier(daemon.watcher)
+    notifier.ready()  # the socket has listened since build()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     ksm_dir = daemon.monitor.paths.ksm_dir
     log.info(
@@ -160,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             extra={"fields": {"ksm_dir": str(ksm_dir)}},
         )
     daemon.wait_for_stop()
+    notifier.stopping()
     log.info("shutting down")
     daemon.server.shutdown()
     daemon.server.server_close()
