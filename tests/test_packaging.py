@@ -23,7 +23,7 @@ import pytest
 from ksm_exporter import __version__
 from ksm_exporter.flags import serve_parser
 
-from .support import FIXTURES, REPO, free_port, http_get, wait_until
+from .support import FIXTURES, REPO, NotifySocket, free_port, http_get, wait_until
 
 PACKAGING = REPO / "packaging"
 UNIT = PACKAGING / "ksm-exporter.service"
@@ -298,10 +298,12 @@ def test_deb_installs_runs_and_purges(installed_deb: Path, tmp_path: Path) -> No
         assert run("systemctl", "is-enabled", "ksm-exporter.service").stdout.strip() == "disabled"
 
     # The installed daemon, on Debian's python3 and its prometheus-client, psutil and
-    # systemd modules, serves a fixture tree.
+    # systemd modules, serves a fixture tree and tells its NOTIFY_SOCKET what the unit's
+    # Type=notify waits for.
     port = free_port()
     root = FIXTURES / "linux-6.18"
     log = tmp_path / "installed.log"
+    notify = NotifySocket(tmp_path / "notify", port)
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [
@@ -313,6 +315,7 @@ def test_deb_installs_runs_and_purges(installed_deb: Path, tmp_path: Path) -> No
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
+            env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
         )
 
     def scrape() -> tuple[int, str] | None:
@@ -326,9 +329,17 @@ def test_deb_installs_runs_and_purges(installed_deb: Path, tmp_path: Path) -> No
     try:
         status, body = wait_until(scrape, timeout=20, what="the installed exporter to serve")
         assert status == 200 and "\nksm_up 1.0\n" in body, log.read_text()
+        wait_until(lambda: notify.port_open_at_ready is not None, what="READY=1")
+        assert notify.port_open_at_ready, notify.texts()
+        wait_until(
+            lambda: "KSM stopped, 11 MB saved, 0 transitions since start" in notify.statuses(),
+            what="STATUS from the installed exporter",
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0, log.read_text()
+        notify.close()
+    assert notify.texts()[-1] == "STOPPING=1\nSTATUS=stopping"
 
     purge = run("dpkg", "--purge", "ksm-exporter", timeout=120)
     assert purge.returncode == 0, purge.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from ksm_exporter.transitions import TransitionTracker
 from ksm_exporter.watcher import Watcher
 
 from .support import (
+    NotifySocket,
     copy_fixture,
     free_port,
     run_exporter,
@@ -50,58 +50,6 @@ from .support import (
 KSM = "sys/kernel/mm/ksm"
 
 # --- sd_notify over a real socket ----------------------------------------------------------
-
-
-@dataclass
-class NotifySocket:
-    """What systemd listens on: an AF_UNIX datagram socket. Records each message with the
-    time it came; on READY=1 it tries a connection to `port` at once."""
-
-    path: Path
-    port: int
-    messages: list[tuple[float, str]] = field(default_factory=list)
-    port_open_at_ready: bool | None = None
-
-    def __post_init__(self) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(self.path))
-        self._sock.settimeout(0.1)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
-
-    def _receive(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self._sock.recv(4096).decode()
-            except socket.timeout:
-                continue
-            self.messages.append((time.monotonic(), data))
-            if "READY=1" in data.splitlines():
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                    self.port_open_at_ready = True
-                except OSError:
-                    self.port_open_at_ready = False
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._sock.close()
-
-    def texts(self) -> list[str]:
-        return [m for _, m in self.messages]
-
-    def pings(self) -> list[float]:
-        return [t for t, m in self.messages if m == "WATCHDOG=1"]
-
-    def statuses(self) -> list[str]:
-        return [
-            line.removeprefix("STATUS=")
-            for m in self.texts()
-            for line in m.splitlines()
-            if line.startswith("STATUS=")
-        ]
 
 
 @pytest.fixture
@@ -144,7 +92,7 @@ def test_ready_status_watchdog_and_stopping(tmp_path: Path, notify_socket: Notif
         exporter.proc.send_signal(signal.SIGTERM)
         assert exporter.proc.wait(5) == 0, exporter.log()
         assert time.monotonic() - started < 1.0
-    time.sleep(0.1)  # the receiver's last recv
+    n.close()
     texts = n.texts()
     stopping = texts.index("STOPPING=1\nSTATUS=stopping")
     assert "WATCHDOG=1" not in texts[stopping:]
