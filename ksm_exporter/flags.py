@@ -168,6 +168,13 @@ def serve_parser() -> OneLineParser:
     p.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info")
     p.add_argument("--log.format", dest="log_format", choices=("logfmt", "json"), default="logfmt")
     add_collector_flags(p)
+    p.add_argument(
+        "--log.journal",
+        dest="log_journal",
+        action="store_true",
+        help="log to the systemd journal with KSM_* fields (default: when systemd connects "
+        "stderr to the journal)",
+    )
     return p
 
 

@@ -1,4 +1,4 @@
-"""--log.level and --log.format (logfmt or json), to stderr."""
+"""--log.level and --log.format (logfmt or json), to stderr or to the journal."""
 
 from __future__ import annotations
 
@@ -58,8 +58,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(d)
 
 
-def configure(level: str, fmt: str) -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
+def configure(level: str, fmt: str, handler: logging.Handler | None = None) -> logging.Handler:
+    """Route every log record to `handler` alone (default: stderr), formatted as `fmt`."""
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
     root = logging.getLogger()
     for h in list(root.handlers):

@@ -7,6 +7,7 @@ import threading
 import time
 
 from .monitor import KsmMonitor
+from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class Watcher:
         self.polls = 0
         # Set at start: a watcher that never completes its first poll stalls too.
         self.last_poll = time.monotonic()
+        self.last: Snapshot | None = None  # the latest poll's reading, for systemd's STATUS=
 
     def start(self) -> None:
         self._thread.start()
@@ -52,7 +54,7 @@ class Watcher:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                self.monitor.poll()
+                self.last = self.monitor.poll()
                 self.polls += 1
                 self.last_poll = time.monotonic()
             except Exception:  # keep watching; /-/healthy turns 503 if this persists

@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -33,6 +34,28 @@ def write_ksm(root: Path, name: str, value: object) -> None:
     tmp = path.with_name(f".{name}.tmp")
     tmp.write_text(f"{value}\n")
     os.replace(tmp, path)
+
+
+def wedge_run(root: Path) -> None:
+    """Make `run` a FIFO: a read of it then hangs, like a wedged sysfs read."""
+    run = root / "sys/kernel/mm/ksm/run"
+    run.unlink()
+    os.mkfifo(run)
+
+
+def unwedge_run(root: Path, value: int) -> None:
+    """Answer the hung read with `value`, then make `run` a plain file again so that the
+    next polls do not hang."""
+    run = root / "sys/kernel/mm/ksm/run"
+
+    def feed() -> None:
+        with open(run, "w") as f:
+            f.write(f"{value}\n")
+
+    t = threading.Thread(target=feed)
+    t.start()
+    t.join(5)
+    write_ksm(root, "run", value)
 
 
 def free_port() -> int:
@@ -106,10 +129,11 @@ def run_exporter(
     tmp: Path,
     env: dict[str, str] | None = None,
     interval: str = "100ms",
+    port: int | None = None,
 ) -> Iterator[RunningExporter]:
     """Start `python -m ksm_exporter` on a fixture tree (root=None: the real /sys and /proc)
-    on a free loopback port; stop it (SIGTERM, then SIGKILL) on exit."""
-    port = free_port()
+    on a free loopback port (or `port`); stop it (SIGTERM, then SIGKILL) on exit."""
+    port = port or free_port()
     args = [f"--web.listen-address=127.0.0.1:{port}", f"--watch.interval={interval}"]
     if root is not None:
         args += [f"--path.sysfs={root}/sys", f"--path.procfs={root}/proc"]
@@ -145,3 +169,64 @@ def run_exporter(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@dataclass
+class NotifySocket:
+    """What systemd listens on: an AF_UNIX datagram socket. Records each message with the
+    time it came; on READY=1 it tries a connection to `port` at once."""
+
+    path: Path
+    port: int
+    messages: list[tuple[float, str]] = field(default_factory=list)
+    port_open_at_ready: bool | None = None
+
+    def __post_init__(self) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(self.path))
+        self._sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            self.messages.append((time.monotonic(), data))
+            if "READY=1" in data.splitlines():
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    self.port_open_at_ready = True
+                except OSError:
+                    self.port_open_at_ready = False
+
+    def close(self) -> None:
+        """Stop receiving; what was sent before (STOPPING=1 of an exited process) is kept."""
+        if self._sock.fileno() == -1:  # closed already
+            return
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.setblocking(False)
+        while True:
+            try:
+                self.messages.append((time.monotonic(), self._sock.recv(4096).decode()))
+            except BlockingIOError:
+                break
+        self._sock.close()
+
+    def texts(self) -> list[str]:
+        return [m for _, m in self.messages]
+
+    def pings(self) -> list[float]:
+        return [t for t, m in self.messages if m == "WATCHDOG=1"]
+
+    def statuses(self) -> list[str]:
+        return [
+            line.removeprefix("STATUS=")
+            for m in self.texts()
+            for line in m.splitlines()
+            if line.startswith("STATUS=")
+        ]

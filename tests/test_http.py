@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import signal
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from .support import copy_fixture, run_exporter, wait_until, write_ksm
+from .support import copy_fixture, run_exporter, unwedge_run, wait_until, wedge_run, write_ksm
 
 KSM = "sys/kernel/mm/ksm"
 
@@ -61,26 +59,14 @@ def test_openmetrics_and_gzip_by_request_headers(tmp_path: Path) -> None:
 
 def test_health_turns_503_when_the_watcher_stalls_and_200_when_it_recovers(tmp_path: Path) -> None:
     root = copy_fixture("linux-6.18", tmp_path)
-    run = root / KSM / "run"
-    run.unlink()
-    os.mkfifo(run)  # a read of `run` now hangs, like a wedged sysfs read
+    wedge_run(root)
     with run_exporter(root, tmp=tmp_path, interval="100ms") as exporter:
         status, body = exporter.get("/-/healthy")
         assert status == 200, body
         wait_until(lambda: exporter.get("/-/healthy")[0] == 503, timeout=10, what="503")
         assert "watcher stalled" in exporter.get("/-/healthy")[1]
-
-        def feed() -> None:
-            with open(run, "w") as f:  # unblocks the hung read
-                f.write("1\n")
-
-        t = threading.Thread(target=feed)
-        t.start()
-        t.join(5)
+        unwedge_run(root, 1)
         wait_until(lambda: exporter.get("/-/healthy")[0] == 200, timeout=5, what="200")
-        tmp = root / KSM / "run.new"
-        tmp.write_text("1\n")
-        os.replace(tmp, run)
 
 
 def test_broken_files_are_skipped_and_counted_while_serving(tmp_path: Path) -> None:
@@ -127,3 +113,15 @@ def test_sighup_reloads_without_dropping_the_socket(tmp_path: Path) -> None:
         exporter.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "reloading (SIGHUP)" in exporter.log(), what="reload logged")
         assert exporter.get("/metrics")[0] == 200 and exporter.proc.poll() is None
+
+
+def test_sigterm_as_soon_as_the_port_listens_exits_0_within_a_second(tmp_path: Path) -> None:
+    # run_exporter yields the moment a connection is accepted: the signal lands while the
+    # daemon is still starting its threads, the window in which it once went unhandled.
+    for attempt in range(3):
+        root = copy_fixture("linux-6.18", tmp_path / str(attempt))
+        with run_exporter(root, tmp=tmp_path) as exporter:
+            started = time.monotonic()
+            exporter.proc.send_signal(signal.SIGTERM)
+            assert exporter.proc.wait(5) == 0, exporter.log()
+            assert time.monotonic() - started < 1.0, exporter.log()

@@ -24,6 +24,7 @@ from ..monitor import KsmMonitor
 from ..readers import Paths
 from ..settle import SettleTracker
 from ..state_file import StateFile
+from ..systemd_integration import ServiceNotifier, journal_handler
 from ..transitions import Transition, TransitionTracker
 from ..watcher import Watcher
 from ..web.app import ExporterApp
@@ -159,8 +160,17 @@ def build(args: argparse.Namespace) -> Daemon:
     return daemon
 
 
+# The signals the main loop acts on.
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
 def run(args: argparse.Namespace) -> int:
-    configure(args.log_level, args.log_format)
+    configure(args.log_level, args.log_format, journal_handler(args.log_journal))
+    # Held from before the socket listens until the handlers are set and the threads run
+    # (they inherit the mask): a signal before its handler would kill us, and one the
+    # kernel hands to another thread would not wake the main loop, for CPython runs
+    # handlers in the main thread only when that thread next runs Python code.
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
         daemon = build(args)
     except ListenAddressError as e:
@@ -180,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     daemon.watcher.start()
     daemon.server.serve_in_thread()
+    notifier = ServiceNotifier(daemon.watcher)
+    notifier.ready()  # the socket has listened since build()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     ksm_dir = daemon.monitor.paths.ksm_dir
     log.info(
         "listening",
@@ -198,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
             extra={"fields": {"ksm_dir": str(ksm_dir)}},
         )
     daemon.wait_for_stop()
+    notifier.stopping()
     log.info("shutting down")
     daemon.server.shutdown()
     daemon.server.server_close()

@@ -1,0 +1,394 @@
+"""packaging/: the systemd unit, the Debian package, the RPM spec, the wheel and sdist.
+
+Each test runs the real tool (systemd-analyze, dpkg-buildpackage, rpmspec, python -m build)
+and skips, saying which, where that tool is missing; scripts/bootstrap installs them all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ksm_exporter import __version__
+from ksm_exporter.flags import serve_parser
+
+from .support import FIXTURES, REPO, NotifySocket, free_port, http_get, wait_until
+
+PACKAGING = REPO / "packaging"
+UNIT = PACKAGING / "ksm-exporter.service"
+PER_VM = PACKAGING / "ksm-exporter-per-vm.conf"
+DEFAULTS = PACKAGING / "default" / "ksm-exporter"
+SPEC = PACKAGING / "rpm" / "ksm-exporter.spec"
+MAX_EXPOSURE = 1.5
+
+pytestmark = pytest.mark.packaging
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (scripts/bootstrap installs it)")
+    return path
+
+
+def run(*cmd: str | Path, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
+    # SYSTEMD_COLORS=0: plain text to parse; LC_ALL=C.UTF-8: the ✓/✗ marks stay as they are.
+    env = {**os.environ, "SYSTEMD_COLORS": "0", "LC_ALL": "C.UTF-8", **kw.pop("env", {})}  # type: ignore[dict-item]
+    return subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=env, **kw
+    )  # type: ignore[call-overload]
+
+
+def directives(text: str) -> dict[str, list[str]]:
+    """`Key=value` lines of a unit file, every value of a repeated key in order."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and line[0] not in "#;[" and "=" in line:
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def verify(unit: Path) -> None:
+    """`systemd-analyze verify` must pass without a single warning: it exits 0 even for
+    an unknown key, so its output is checked too."""
+    r = run(need("systemd-analyze"), "verify", unit)
+    assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
+
+
+def security(unit: Path) -> tuple[float, dict[str, bool]]:
+    """Overall exposure and each check's name -> passed, from the offline security report."""
+    r = run(need("systemd-analyze"), "security", "--offline=true", "--no-pager", unit)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", r.stdout)
+    assert m, r.stdout
+    checks = {
+        line[2:].split()[0]: line.startswith("✓")
+        for line in r.stdout.splitlines()
+        if line[:1] in ("✓", "✗")
+    }
+    return float(m.group(1)), checks
+
+
+def unit_copy(tmp_path: Path, with_per_vm: bool = False) -> Path:
+    """The unit with ExecStart's /usr/bin/ksm-exporter replaced by this environment's real
+    console script, because verify checks that the binary exists; with_per_vm adds the
+    opt-in drop-in beside it, where systemd-analyze looks for drop-ins."""
+    script = Path(sys.executable).parent / "ksm-exporter"
+    if not script.exists():
+        found = shutil.which("ksm-exporter")
+        if found is None:
+            pytest.skip("no ksm-exporter console script here (pip install -e . installs one)")
+        script = Path(found)
+    text = UNIT.read_text()
+    assert "\nExecStart=/usr/bin/ksm-exporter " in text
+    copy = tmp_path / UNIT.name
+    copy.write_text(text.replace("\nExecStart=/usr/bin/ksm-exporter ", f"\nExecStart={script} "))
+    if with_per_vm:
+        dropins = tmp_path / f"{UNIT.name}.d"
+        dropins.mkdir()
+        shutil.copy(PER_VM, dropins / "per-vm.conf")
+    return copy
+
+
+def test_unit_verifies(tmp_path: Path) -> None:
+    verify(unit_copy(tmp_path))
+
+
+def test_unit_exposure_within_bound() -> None:
+    exposure, checks = security(UNIT)
+    assert exposure <= MAX_EXPOSURE
+    for check in (
+        "User=/DynamicUser=",
+        "AmbientCapabilities=",
+        "CapabilityBoundingSet=~CAP_SYS_ADMIN",
+        "CapabilityBoundingSet=~CAP_(DAC_*|FOWNER|IPC_OWNER)",
+        "ProtectSystem=",
+        "ProtectHome=",
+        "PrivateTmp=",
+        "PrivateDevices=",
+        "PrivateUsers=",
+        "ProtectProc=",
+        "ProtectKernelTunables=",
+        "ProtectKernelModules=",
+        "ProtectKernelLogs=",
+        "SystemCallFilter=~@privileged",
+        "RestrictAddressFamilies=~AF_PACKET",
+        "RestrictAddressFamilies=~AF_NETLINK",
+        "NotifyAccess=",
+    ):
+        assert checks.get(check) is True, check
+
+
+def test_unit_runs_the_service_the_issue_asks_for() -> None:
+    d = directives(UNIT.read_text())
+    assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
+    assert d["Restart"] == ["on-failure"] and d["WatchdogSec"]
+    assert d["ConditionPathIsDirectory"] == ["/sys/kernel/mm/ksm"]
+    assert d["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+    assert d["CapabilityBoundingSet"] == [""] and d["DynamicUser"] == ["yes"]
+    assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert d["EnvironmentFile"] == ["-/etc/default/ksm-exporter"]
+    # The state file lives in the unit's StateDirectory, the one writable place.
+    argv = shlex.split(d["ExecStart"][0])
+    assert argv[0] == "/usr/bin/ksm-exporter" and argv[-1] == "$ARGS"
+    args = serve_parser().parse_args(argv[1:-1])
+    assert args.state_file.parent == Path("/var/lib") / d["StateDirectory"][0]
+
+
+def test_default_file_examples_are_real_flags() -> None:
+    """ARGS="" is what ships; every commented ARGS="..." example must parse as serve flags."""
+    text = DEFAULTS.read_text()
+    assert re.search(r'^ARGS=""$', text, re.MULTILINE)
+    examples = re.findall(r'^#\s+ARGS="([^"]+)"$', text, re.MULTILINE)
+    assert len(examples) >= 3
+    for example in examples:
+        serve_parser().parse_args(shlex.split(example))
+
+
+def test_per_vm_dropin_grants_only_dac_read_search(tmp_path: Path) -> None:
+    unit = unit_copy(tmp_path, with_per_vm=True)
+    verify(unit)
+    _, base = security(UNIT)
+    _, opted = security(unit)
+    changed = {name for name, passed in base.items() if opted.get(name) != passed}
+    # Exactly the checks the drop-in is about: one capability, ambient, visible /proc,
+    # the host's user namespace (capabilities count only there).
+    assert changed == {
+        "CapabilityBoundingSet=~CAP_(DAC_*|FOWNER|IPC_OWNER)",
+        "AmbientCapabilities=",
+        "ProtectProc=",
+        "PrivateUsers=",
+    }
+    d = directives(PER_VM.read_text())
+    assert d["CapabilityBoundingSet"] == d["AmbientCapabilities"] == ["CAP_DAC_READ_SEARCH"]
+
+
+def changelog_version() -> str:
+    first = (PACKAGING / "debian" / "changelog").read_text().splitlines()[0]
+    m = re.match(r"ksm-exporter \(([^)]+)\)", first)
+    assert m, first
+    return m.group(1)
+
+
+def test_package_versions_follow_the_module() -> None:
+    spec_version = re.search(r"^Version:\s+(\S+)$", SPEC.read_text(), re.MULTILINE)
+    assert spec_version and spec_version.group(1) == __version__
+    # A native Debian package: no Debian revision.
+    assert changelog_version() == __version__
+
+
+# --- RPM --------------------------------------------------------------------------------
+
+
+def test_rpm_spec_parses_and_builds_a_source_rpm(tmp_path: Path) -> None:
+    rpmspec = need("rpmspec")
+    parsed = run(rpmspec, "--parse", SPEC)
+    assert parsed.returncode == 0, parsed.stderr
+    q = run(rpmspec, "-q", "--srpm", "--qf", "%{name} %{version}", SPEC)
+    assert q.stdout == f"ksm-exporter {__version__}", q.stderr
+
+    # The spec's own sed, applied to the unit, must give a unit that reads /etc/sysconfig.
+    m = re.search(r"sed -i '([^']+)'", parsed.stdout)
+    assert m, "no sed in the parsed spec"
+    unit = unit_copy(tmp_path)
+    subprocess.run(["sed", "-i", m.group(1), str(unit)], check=True)
+    assert directives(unit.read_text())["EnvironmentFile"] == ["-/etc/sysconfig/ksm-exporter"]
+    verify(unit)
+
+    # The source RPM from the tarball the spec's header comment says how to make.
+    rpmbuild = need("rpmbuild")
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: no `git archive` for Source0")
+    top = tmp_path / "rpmbuild"
+    (top / "SOURCES").mkdir(parents=True)
+    name = f"ksm-exporter-{__version__}"
+    subprocess.run(
+        [
+            "git",
+            "archive",
+            f"--prefix={name}/",
+            "-o",
+            str(top / "SOURCES" / f"{name}.tar.gz"),
+            "HEAD",
+        ],
+        cwd=REPO,
+        check=True,
+    )
+    r = run(rpmbuild, "-bs", "--define", f"_topdir {top}", SPEC, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [p.name for p in (top / "SRPMS").iterdir()] == [f"{name}-1.src.rpm"]
+
+
+# --- Debian -----------------------------------------------------------------------------
+
+
+def dpkg_status(package: str) -> str:
+    r = run("dpkg-query", "-W", "-f=${Status}", package)
+    return r.stdout if r.returncode == 0 else ""
+
+
+@pytest.fixture
+def deb_tools() -> None:
+    for tool in ("dpkg-buildpackage", "dh", "dpkg", "git"):
+        need(tool)
+    missing = [
+        p
+        for p in ("debhelper", "dh-python", "pybuild-plugin-pyproject", "python3-all")
+        if "ok installed" not in dpkg_status(p)
+    ]
+    if missing:
+        pytest.skip(f"missing build dependencies: {' '.join(missing)} (scripts/bootstrap)")
+
+
+@pytest.fixture
+def installed_deb(deb_tools: None, tmp_path: Path) -> Iterator[Path]:
+    """Build the .deb, install it, yield its path; purge it afterwards, also on failure."""
+    if os.geteuid() != 0:
+        pytest.skip("installing a .deb needs root")
+    if dpkg_status("ksm-exporter") or Path("/usr/bin/ksm-exporter").exists():
+        pytest.skip("ksm-exporter is already installed on this machine: not replacing it")
+    build = run(REPO / "scripts" / "build-deb", tmp_path / "out", timeout=300)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    deb = tmp_path / "out" / f"ksm-exporter_{__version__}_all.deb"
+    assert deb.exists(), build.stdout[-2000:]
+    try:
+        r = run("dpkg", "-i", deb, env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        yield deb
+    finally:
+        purge = run("dpkg", "--purge", "ksm-exporter", timeout=120)
+        assert purge.returncode == 0, purge.stdout + purge.stderr
+
+
+def test_deb_installs_runs_and_purges(installed_deb: Path, tmp_path: Path) -> None:
+    # Nothing world-writable in the package (symlinks are lrwxrwxrwx by nature).
+    listing = run("dpkg-deb", "-c", installed_deb).stdout.splitlines()
+    assert listing
+    assert [line for line in listing if line[0] != "l" and line[8] == "w"] == []
+
+    version = run("/usr/bin/ksm-exporter", "--version")
+    assert version.stdout.strip() == f"ksm-exporter {__version__}", version.stderr
+
+    units = [
+        Path(d) / "ksm-exporter.service" for d in ("/lib/systemd/system", "/usr/lib/systemd/system")
+    ]
+    unit = next((u for u in units if u.exists()), None)
+    assert unit is not None and unit.read_text() == UNIT.read_text()
+    verify(unit)
+    assert Path("/etc/default/ksm-exporter").read_text() == DEFAULTS.read_text()
+    assert Path("/usr/share/ksm-exporter/ksm-exporter-per-vm.conf").read_text() == (
+        PER_VM.read_text()
+    )
+    conffiles = Path("/var/lib/dpkg/info/ksm-exporter.conffiles").read_text().split()
+    assert conffiles == ["/etc/default/ksm-exporter"]
+    # Installed, not enabled: the operator decides.
+    if shutil.which("systemctl"):
+        assert run("systemctl", "is-enabled", "ksm-exporter.service").stdout.strip() == "disabled"
+
+    # The installed daemon, on Debian's python3 and its prometheus-client, psutil and
+    # systemd modules, serves a fixture tree and tells its NOTIFY_SOCKET what the unit's
+    # Type=notify waits for.
+    port = free_port()
+    root = FIXTURES / "linux-6.18"
+    log = tmp_path / "installed.log"
+    notify = NotifySocket(tmp_path / "notify", port)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                "/usr/bin/ksm-exporter",
+                f"--web.listen-address=127.0.0.1:{port}",
+                f"--path.sysfs={root}/sys",
+                f"--path.procfs={root}/proc",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
+        )
+
+    def scrape() -> tuple[int, str] | None:
+        if proc.poll() is not None:
+            raise AssertionError(f"installed exporter exited {proc.returncode}: {log.read_text()}")
+        try:
+            return http_get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+        except OSError:
+            return None
+
+    try:
+        status, body = wait_until(scrape, timeout=20, what="the installed exporter to serve")
+        assert status == 200 and "\nksm_up 1.0\n" in body, log.read_text()
+        wait_until(lambda: notify.port_open_at_ready is not None, what="READY=1")
+        assert notify.port_open_at_ready, notify.texts()
+        wait_until(
+            lambda: "KSM stopped, 11 MB saved, 0 transitions since start" in notify.statuses(),
+            what="STATUS from the installed exporter",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0, log.read_text()
+        notify.close()
+    assert notify.texts()[-1] == "STOPPING=1\nSTATUS=stopping"
+
+    purge = run("dpkg", "--purge", "ksm-exporter", timeout=120)
+    assert purge.returncode == 0, purge.stderr
+    for path in ("/usr/bin/ksm-exporter", "/etc/default/ksm-exporter", str(unit)):
+        assert not Path(path).exists(), path
+
+
+# --- wheel and sdist ----------------------------------------------------------------------
+
+
+def test_python_build_makes_wheel_and_sdist(tmp_path: Path) -> None:
+    pytest.importorskip("build", reason="the `build` package is in the test extra")
+    src = tmp_path / "src"
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
+        ),
+    )
+    out = tmp_path / "dist"
+    # The default: the sdist first, then the wheel from the unpacked sdist, so a file
+    # missing from the sdist breaks the wheel too.
+    r = run(sys.executable, "-m", "build", "--outdir", out, src, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    [wheel] = out.glob("*.whl")
+    [sdist] = out.glob("*.tar.gz")
+    assert wheel.name == f"ksm_exporter-{__version__}-py3-none-any.whl"
+
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        info = f"ksm_exporter-{__version__}.dist-info"
+        entry_points = z.read(f"{info}/entry_points.txt").decode()
+        metadata = z.read(f"{info}/METADATA").decode()
+    assert {"ksm_exporter/cli.py", "ksm_exporter/commands/serve.py"} <= names
+    assert not any(n.startswith("tests/") for n in names)
+    assert re.search(r"^ksm-exporter = ksm_exporter\.cli:main$", entry_points, re.MULTILINE)
+    requires = re.findall(r"^Requires-Dist: ([A-Za-z0-9_.-]+)", metadata, re.MULTILINE)
+    assert {"prometheus-client", "psutil", "systemd-python"} <= set(requires)
+
+    with tarfile.open(sdist) as t:
+        members = {m.name.split("/", 1)[1] for m in t.getmembers() if "/" in m.name}
+    # Whoever builds from the sdist gets the unit, the settings file and the packaging.
+    assert {
+        "ksm_exporter/cli.py",
+        "packaging/ksm-exporter.service",
+        "packaging/default/ksm-exporter",
+        "packaging/ksm-exporter-per-vm.conf",
+        "packaging/debian/control",
+        "packaging/rpm/ksm-exporter.spec",
+        "docs/install.md",
+    } <= members

@@ -1,0 +1,337 @@
+"""The daemon under systemd: sd_notify over a real datagram socket, the watchdog, the journal.
+
+systemd is not PID 1 here and no journald listens, so the exporter's notifications go to a
+socket the test binds (as systemd's NOTIFY_SOCKET would be), and journal entries to a fake
+sender that records the fields it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ksm_exporter.commands.serve import log_transition
+from ksm_exporter.derived import MIB, page_size
+from ksm_exporter.flags import serve_parser
+from ksm_exporter.logging_setup import configure
+from ksm_exporter.monitor import KsmMonitor
+from ksm_exporter.readers import Paths
+from ksm_exporter.readers.meminfo import read_meminfo
+from ksm_exporter.systemd_integration import (
+    JournalHandler,
+    ServiceNotifier,
+    journal_handler,
+    status_line,
+    stderr_is_journal,
+    watchdog_seconds,
+)
+from ksm_exporter.transitions import TransitionTracker
+from ksm_exporter.watcher import Watcher
+
+from .support import (
+    NotifySocket,
+    copy_fixture,
+    free_port,
+    run_exporter,
+    unwedge_run,
+    wait_until,
+    wedge_run,
+    write_ksm,
+)
+
+KSM = "sys/kernel/mm/ksm"
+
+# --- sd_notify over a real socket ----------------------------------------------------------
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    s = NotifySocket(tmp_path / "notify", free_port())
+    yield s
+    s.close()
+
+
+def systemd_env(notify: NotifySocket) -> dict[str, str]:
+    # WATCHDOG_PID left unset: the test cannot know the pid before the spawn, and without it
+    # the watchdog applies to whoever reads WATCHDOG_USEC (sd_watchdog_enabled(3)).
+    return {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"}
+
+
+def test_ready_status_watchdog_and_stopping(tmp_path: Path, notify_socket: NotifySocket) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    n = notify_socket
+    env = systemd_env(n)
+    with run_exporter(root, tmp=tmp_path, env=env, port=n.port) as exporter:
+        wait_until(lambda: n.port_open_at_ready is not None, what="READY=1")
+        assert n.texts()[0].startswith("READY=1\n")
+        assert n.port_open_at_ready, "READY=1 came before the port accepted connections"
+        wait_until(
+            lambda: "KSM stopped, 11 MB saved, 0 transitions since start" in n.statuses(),
+            what="the first STATUS",
+        )
+        write_ksm(root, "run", 1)
+        wait_until(
+            lambda: "KSM running, 11 MB saved, 1 transition since start" in n.statuses(),
+            what="STATUS after the start",
+        )
+        wait_until(lambda: len(n.pings()) >= 6, what="six watchdog pings")
+        pings = n.pings()
+        # At half of WATCHDOG_USEC (0.2 s); never a gap systemd would count as a hang.
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        assert all(0.15 < g < 0.4 for g in gaps), gaps
+
+        started = time.monotonic()
+        exporter.proc.send_signal(signal.SIGTERM)
+        assert exporter.proc.wait(5) == 0, exporter.log()
+        assert time.monotonic() - started < 1.0
+    n.close()
+    texts = n.texts()
+    stopping = texts.index("STOPPING=1\nSTATUS=stopping")
+    assert "WATCHDOG=1" not in texts[stopping:]
+    # The status changes only when what it says changes.
+    statuses = n.statuses()
+    assert all(a != b for a, b in zip(statuses, statuses[1:])), statuses
+
+
+def test_watchdog_pings_stop_while_the_watcher_is_stalled(
+    tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    wedge_run(root)
+    n = notify_socket
+    with run_exporter(root, tmp=tmp_path, env=systemd_env(n), port=n.port) as exporter:
+        wait_until(lambda: n.pings(), what="a first ping")
+        # --watch.interval=100ms: stalled once a poll is 2.1 s late (as /-/healthy says).
+        wait_until(
+            lambda: any(s.startswith("watcher stalled") for s in n.statuses()),
+            timeout=10,
+            what="STATUS saying the watcher stalled",
+        )
+        stalled = len(n.pings())
+        time.sleep(1.0)  # five ping intervals
+        assert len(n.pings()) == stalled
+        assert "no longer answering the systemd watchdog" in exporter.log()
+        assert exporter.get("/-/healthy")[0] == 503
+        unwedge_run(root, 0)
+        wait_until(lambda: len(n.pings()) > stalled + 2, what="pings to resume")
+        assert "answering the systemd watchdog again" in exporter.log()
+
+
+# --- the notifier in-process, with a fake sd_notify ---------------------------------------
+
+
+@dataclass
+class FakeNotify:
+    messages: list[str] = field(default_factory=list)
+
+    def __call__(self, message: str) -> bool:
+        self.messages.append(message)
+        return True
+
+    def pings(self) -> int:
+        return self.messages.count("WATCHDOG=1")
+
+
+def fixture_watcher(root: Path) -> Watcher:
+    monitor = KsmMonitor(Paths(root / "sys", root / "proc"), TransitionTracker())
+    return Watcher(monitor, interval=0.05)
+
+
+def test_watchdog_seconds_follows_sd_watchdog_enabled() -> None:
+    pid = os.getpid()
+    assert watchdog_seconds({}, pid) is None
+    assert watchdog_seconds({"WATCHDOG_USEC": "400000"}, pid) == 0.4
+    assert watchdog_seconds({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(pid)}, pid) == 30
+    # Meant for another process (we inherited the variables): not ours to answer.
+    assert watchdog_seconds({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": str(pid + 1)}, pid) is None
+    for bad in ({"WATCHDOG_USEC": "0"}, {"WATCHDOG_USEC": "soon"}, {"WATCHDOG_USEC": "-5"}):
+        assert watchdog_seconds(bad, pid) is None
+    assert watchdog_seconds({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "x"}, pid) is None
+
+
+def test_a_watchdog_pid_of_another_process_disables_pings(tmp_path: Path) -> None:
+    watcher = fixture_watcher(copy_fixture("linux-6.18", tmp_path))
+    notify = FakeNotify()
+    env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"}
+    notifier = ServiceNotifier(watcher, notify, env, pid=4242)
+    assert notifier.watchdog is None
+    notifier.ready()
+    time.sleep(0.3)  # six intervals of the watchdog we were not given
+    notifier.stopping()
+    assert notify.pings() == 0
+    assert notify.messages[0].startswith("READY=1\n")
+    assert notify.messages[-1] == "STOPPING=1\nSTATUS=stopping"
+
+
+def test_notifier_is_inert_without_notify_socket(tmp_path: Path) -> None:
+    watcher = fixture_watcher(copy_fixture("linux-6.18", tmp_path))
+    notify = FakeNotify()
+    notifier = ServiceNotifier(watcher, notify, {"WATCHDOG_USEC": "100000"})
+    notifier.ready()
+    notifier.stopping()
+    assert notify.messages == [] and notifier.watchdog is None
+    assert "sd-notify" not in [t.name for t in threading.enumerate()]
+
+
+def test_notifier_answers_the_watchdog_only_while_the_watcher_is_on_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    watcher = fixture_watcher(copy_fixture("linux-6.18", tmp_path))
+    notify = FakeNotify()
+    notifier = ServiceNotifier(
+        watcher, notify, {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "100000"}
+    )
+    notifier.ready()
+    try:
+        wait_until(lambda: notify.pings() >= 3, what="pings")
+        watcher.last_poll = time.monotonic() - 60  # as if the last poll were a minute ago
+        wait_until(
+            lambda: any(
+                m.startswith("STATUS=watcher stalled: no poll for 6") for m in notify.messages
+            ),
+            what="STATUS saying the watcher stalled",
+        )
+        stalled = notify.pings()
+        time.sleep(0.3)
+        assert notify.pings() == stalled
+        assert "no longer answering the systemd watchdog" in caplog.text
+        watcher.last_poll = time.monotonic()
+        wait_until(lambda: notify.pings() > stalled, what="pings to resume")
+    finally:
+        notifier.stopping()
+    assert notify.messages[-1] == "STOPPING=1\nSTATUS=stopping"
+
+
+def test_status_line_says_state_saved_memory_and_transitions(tmp_path: Path) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    watcher = fixture_watcher(root)
+    assert status_line(watcher) == "starting: waiting for the first poll"
+    watcher.last = watcher.monitor.poll()
+    assert status_line(watcher) == "KSM stopped, 11 MB saved, 0 transitions since start"
+    write_ksm(root, "run", 1)
+    write_ksm(root, "pages_sharing", 3000 * MIB // page_size())
+    watcher.last = watcher.monitor.poll()
+    assert status_line(watcher) == "KSM running, 3000 MB saved, 1 transition since start"
+    write_ksm(root, "run", 2)
+    watcher.last = watcher.monitor.poll()
+    assert status_line(watcher) == "KSM unmerging, 3000 MB saved, 2 transitions since start"
+
+    absent = fixture_watcher(copy_fixture("no-ksm", tmp_path))
+    absent.last = absent.monitor.poll()
+    assert status_line(absent) == f"KSM not available: cannot read {tmp_path}/no-ksm/{KSM}/run"
+
+
+# --- the journal ----------------------------------------------------------------------------
+
+
+@dataclass
+class FakeJournal:
+    """Stands in for systemd.journal.send: each call is one entry."""
+
+    entries: list[dict[str, object]] = field(default_factory=list)
+    fail: bool = False
+
+    def __call__(self, **fields: object) -> None:
+        if self.fail:
+            raise FileNotFoundError(2, "No such file or directory")
+        self.entries.append(fields)
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """configure() replaces the root logger's handlers: put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_transition_is_one_journal_entry_with_its_fields(
+    tmp_path: Path, root_logging: None
+) -> None:
+    journal = FakeJournal()
+    handler = JournalHandler(journal)
+    configure("info", "logfmt", handler)
+    assert logging.getLogger().handlers == [handler]  # the journal alone: no second copy
+
+    root = copy_fixture("linux-6.18", tmp_path)
+    monitor = KsmMonitor(Paths(root / "sys", root / "proc"), TransitionTracker())
+    monitor.add_listener(log_transition)
+    monitor.poll()
+    write_ksm(root, "run", 1)
+    monitor.poll()
+
+    [entry] = journal.entries
+    mem = read_meminfo(root / "proc")
+    ksm_fields = {k: v for k, v in entry.items() if k.startswith("KSM_")}
+    assert entry["MESSAGE"] == "KSM is running. 25743 MB used. 6318 MB free."
+    assert ksm_fields == {
+        "KSM_RUN_FROM": "stopped",
+        "KSM_RUN_TO": "running",
+        "KSM_RUN": "1",
+        "KSM_MEM_USED_BYTES": str(mem.used),
+        "KSM_MEM_FREE_BYTES": str(mem.free),
+        "KSM_MEM_AVAILABLE_BYTES": str(mem.available),
+    }
+    assert entry["PRIORITY"] == "6" and entry["SYSLOG_IDENTIFIER"] == "ksm-exporter"
+    assert entry["LOGGER"] == "ksm_exporter" and entry["CODE_FUNC"] == "log_transition"
+
+
+def test_journal_entries_map_levels_exceptions_and_unknown_values(root_logging: None) -> None:
+    journal = FakeJournal()
+    configure("debug", "logfmt", JournalHandler(journal))
+    log = logging.getLogger("ksm_exporter.test")
+    log.debug("polled", extra={"fields": {"ksm_dir": "/sys/kernel/mm/ksm", "err": None}})
+    log.warning("skipping pages_shared: not an integer")
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        log.exception("watcher poll failed")
+    debug, warning, error = journal.entries
+    # `ksm_` keys keep their name; a None value is an absent field, not the text "None".
+    assert debug["PRIORITY"] == "7" and debug["KSM_DIR"] == "/sys/kernel/mm/ksm"
+    assert "KSM_ERR" not in debug
+    assert warning["PRIORITY"] == "4"
+    assert error["PRIORITY"] == "3"
+    message = str(error["MESSAGE"])
+    assert message.startswith("watcher poll failed\nTraceback")
+    assert message.endswith("ValueError: bad value")
+
+
+def test_journal_unreachable_falls_back_to_stderr(
+    root_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure("info", "logfmt", JournalHandler(FakeJournal(fail=True)))
+    logging.getLogger("ksm_exporter").info("listening", extra={"fields": {"version": "0.1.0"}})
+    err = capsys.readouterr().err
+    assert "level=info source=test_systemd msg=listening version=0.1.0" in err
+
+
+def test_journal_chosen_when_stderr_is_the_journal_stream(tmp_path: Path) -> None:
+    stream = tmp_path / "stream"
+    stream.write_text("")
+    other = tmp_path / "other"
+    other.write_text("")
+    with open(stream, "w") as f:
+        st = os.fstat(f.fileno())
+        same = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        elsewhere = {"JOURNAL_STREAM": f"{st.st_dev}:{os.stat(other).st_ino}"}
+        assert stderr_is_journal(same, f.fileno())
+        # A stderr redirected away from the journal keeps the variable, not the match.
+        assert not stderr_is_journal(elsewhere, f.fileno())
+        assert not stderr_is_journal({}, f.fileno())
+        assert not stderr_is_journal({"JOURNAL_STREAM": "garbage"}, f.fileno())
+        assert not stderr_is_journal({"JOURNAL_STREAM": "1:x"}, f.fileno())
+    assert isinstance(journal_handler(True, {}), JournalHandler)
+    assert journal_handler(False, {}) is None
+    assert serve_parser().parse_args(["--log.journal"]).log_journal is True
+    assert serve_parser().parse_args([]).log_journal is False
