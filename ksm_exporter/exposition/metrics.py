@@ -43,6 +43,7 @@ class KsmCollector(Collector):
         yield from ksm_file_metrics(snap)
         yield from derived_metrics(snap)
         yield from run_state_metrics(state)
+        yield from memory_metrics(snap)
         yield from health_metrics(snap, self.monitor)
 
 
@@ -147,6 +148,30 @@ def run_state_metrics(state: TrackerState) -> Iterator[Metric]:
             if value is not None:
                 families[key].add_metric([s.value], value)
     yield from families.values()
+
+
+def memory_metrics(snap: Snapshot) -> Iterator[Metric]:
+    """Memory now, in the seed's terms, so that alerts on KSM being stopped under memory
+    pressure need nothing but this exporter (node_exporter has the same figures under
+    other names)."""
+    mem = snap.memory
+    if mem is None:
+        return
+    yield GaugeMetricFamily(
+        "ksm_memory_total_bytes", "MemTotal from /proc/meminfo.", value=mem.total
+    )
+    yield GaugeMetricFamily(
+        "ksm_memory_used_bytes",
+        "Used memory as free(1) of procps 3.2 and the seed's log print it: MemTotal - MemFree.",
+        value=mem.used,
+    )
+    yield GaugeMetricFamily("ksm_memory_free_bytes", "MemFree from /proc/meminfo.", value=mem.free)
+    if mem.available is not None:
+        yield GaugeMetricFamily(
+            "ksm_memory_available_bytes",
+            "MemAvailable from /proc/meminfo (kernel 3.14+).",
+            value=mem.available,
+        )
 
 
 def health_metrics(snap: Snapshot, monitor: KsmMonitor) -> Iterator[Metric]:
