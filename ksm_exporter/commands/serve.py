@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -140,7 +139,6 @@ def web_config_reloader(server: ExporterHTTPServer, path: Path) -> Callable[[], 
 
 def build(args: argparse.Namespace) -> Daemon:
     paths = Paths(args.sysfs, args.procfs)
-    psutil.PROCFS_PATH = str(args.procfs)  # every psutil read follows --path.procfs
     state_file = StateFile(args.state_file) if args.state_file else None
     restored = state_file.load() if state_file else []
     tracker = TransitionTracker(args.max_history, restored)
