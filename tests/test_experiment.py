@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ksm_exporter.commands.experiment import check_rights, confirm
-from ksm_exporter.experiment.flow import Reporter
+from ksm_exporter.experiment.flow import Options, Reading, Reporter, _Run
 from ksm_exporter.experiment.matrix import KEYS, Matrix, matrices_json, matrices_table
 from ksm_exporter.experiment.mergeable import PAGE_SIZE, MergeableMemory
 from ksm_exporter.experiment.plot import INSTALL_HINT, PlotUnavailable, Point, require_matplotlib
@@ -29,6 +29,7 @@ from ksm_exporter.experiment.workload import (
     parse_size,
     parse_workload,
 )
+from ksm_exporter.readers.meminfo import MemInfo
 
 from .support import REPO, copy_fixture, exporter_command
 
@@ -199,6 +200,48 @@ def test_confirmation_needs_yes(answer: str, ok: bool) -> None:
     err = io.StringIO()
     assert confirm("plan", io.StringIO(answer), err) is ok
     assert err.getvalue().endswith("Continue? [y/N] ")
+
+
+# --- waiting for KSM to settle ------------------------------------------------------
+
+
+class FakeSettings:
+    def read(self, name: str) -> str:
+        assert name == "sleep_millisecs"
+        return "20"
+
+
+Look = tuple[float, int, int, int | None]
+
+
+def wait_on(looks: list[Look], k: int = 2) -> tuple[float | None, str]:
+    """_Run.wait_settled over (seconds since KSM start, full_scans, pages_sharing,
+    pages_scanned) readings; returns what it returned and what it printed."""
+    out = io.StringIO()
+    opts = Options(workload=None, settle_scans=k, interval=0.0, timeout=100.0)
+    run = _Run(opts, Reporter(out), FakeSettings())  # type: ignore[arg-type]
+    readings = iter(
+        Reading(at, 1, scans, sharing, sharing // 2, None, scanned, MemInfo(2**30, 2**29), None)
+        for at, scans, sharing, scanned in looks
+    )
+    run.read = lambda: next(readings)  # type: ignore[method-assign]
+    return run.wait_settled(next(readings)), out.getvalue()
+
+
+def test_the_wait_uses_the_daemons_settle_rule() -> None:
+    """pages_sharing back at its value of K scans ago is not enough: it moved in between
+    (settle.SettleTracker's window), so the wait goes on until the window is flat."""
+    looks = [(t, t, 2000 if t == 1 else 1000, 100 * t) for t in range(6)]
+    seconds, out = wait_on(looks, k=2)
+    assert seconds == 4.0
+    assert "settled: pages_sharing 1000 after 4 full scans, 4.0s" in out
+
+
+def test_the_wait_ends_when_ksmd_is_idle() -> None:
+    """No memory marked mergeable: full_scans stops, and so does pages_scanned."""
+    seconds, out = wait_on([(t / 2, 7, 0, 500) for t in range(10)], k=2)
+    assert seconds == 2.0  # idle_after(20 ms) is 2 s
+    assert "settled: ksmd is idle after 2.0s" in out
 
 
 # --- plot ---------------------------------------------------------------------------

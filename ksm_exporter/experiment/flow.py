@@ -31,11 +31,12 @@ from ..readers import Paths
 from ..readers.ksmd import ksmd_cpu_seconds
 from ..readers.meminfo import MemInfo, read_meminfo
 from ..readers.sysfs_ksm import read_ksm
+from ..settle import DEFAULT_FULL_SCANS, SettleTracker
 from .ksm_settings import LOCK_PATH, KsmSettings, exclusive_ksm
 from .matrix import Matrix
 from .plot import Point
 from .services import KsmServices, ksmtuned_pids
-from .settle_wait import DEFAULT_SCANS, IdleKsmd, SettleRule, idle_after
+from .settle_wait import IdleKsmd, idle_after
 from .workload import Workload, WorkloadSpec
 
 STEPS = 8
@@ -54,7 +55,7 @@ class Options:
     pages_to_scan: int | None = None  # None: leave the node's value
     sleep_millisecs: int | None = None
     timeout: float = 600.0
-    settle_scans: int = DEFAULT_SCANS
+    settle_scans: int = DEFAULT_FULL_SCANS
     interval: float = 0.5
     drop_caches: bool = True
     stop_ksmtuned: bool = False
@@ -325,8 +326,9 @@ class _Run:
                 )
 
     def wait_settled(self, start: Reading) -> float | None:
-        """Seconds from KSM start until the settle rule holds; None after --timeout."""
-        rule = SettleRule(scans=self.opts.settle_scans)
+        """Seconds from KSM start until the daemon's settle rule (ksm_exporter.settle)
+        holds, or ksmd is idle; None after --timeout."""
+        tracker = SettleTracker(full_scans=self.opts.settle_scans)
         idle = IdleKsmd(idle_after(int(self.settings.read("sleep_millisecs"))))
         r = start
         while True:
@@ -336,9 +338,9 @@ class _Run:
                     f"KSM was switched off during the run (run={r.run}): "
                     "is ksmtuned or another tool managing KSM? (see --stop-ksmtuned)"
                 )
-            settled = rule.observe(r.full_scans, r.pages_sharing)
+            tracker.observe(r.at, r.run, r.full_scans, r.pages_sharing)
             self.rep.progress(r.pages_sharing, r.full_scans - start.full_scans, elapsed)
-            if settled:
+            if tracker.state().settled:
                 self.rep.info(
                     f"settled: pages_sharing {r.pages_sharing} after "
                     f"{r.full_scans - start.full_scans} full scans, {elapsed:.1f}s"
