@@ -1,5 +1,6 @@
-"""`experiment` without the real kernel: workload shapes, matrices, plot, services, checks,
-and the whole flow on a fixture sysfs (errors and --timeout restore what was written)."""
+"""`experiment` without the real kernel: workload shapes, matrices, the settle wait, ksmd
+CPU, plot, services, checks, and the whole flow on a fixture sysfs (errors and --timeout
+restore what was written)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 import json
 import mmap
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ksm_exporter.commands.experiment import check_rights, confirm
-from ksm_exporter.experiment.flow import Options, Reading, Reporter, _Run
+from ksm_exporter.experiment.flow import Options, Reading, Reporter, _Run, ksmd_cpu_seconds
 from ksm_exporter.experiment.matrix import KEYS, Matrix, matrices_json, matrices_table
 from ksm_exporter.experiment.mergeable import PAGE_SIZE, MergeableMemory
 from ksm_exporter.experiment.plot import INSTALL_HINT, PlotUnavailable, Point, require_matplotlib
@@ -31,7 +33,7 @@ from ksm_exporter.experiment.workload import (
 )
 from ksm_exporter.readers.meminfo import MemInfo
 
-from .support import REPO, copy_fixture, exporter_command
+from .support import REAL_KSM, REPO, copy_fixture, exporter_command
 
 JSON_KEYS = {
     "used_mb",
@@ -242,6 +244,34 @@ def test_the_wait_ends_when_ksmd_is_idle() -> None:
     seconds, out = wait_on([(t / 2, 7, 0, 500) for t in range(10)], k=2)
     assert seconds == 2.0  # idle_after(20 ms) is 2 s
     assert "settled: ksmd is idle after 2.0s" in out
+
+
+# --- ksmd CPU -------------------------------------------------------------------------
+
+
+def test_ksmd_cpu_is_the_kernel_threads_not_a_namesakes(tmp_path: Path) -> None:
+    """procfs-vms has a user process named ksmd (pid 20) before the kernel thread (37)."""
+    proc = copy_fixture("procfs-vms", tmp_path) / "proc"
+    assert ksmd_cpu_seconds(proc) == pytest.approx((1234 + 566) / os.sysconf("SC_CLK_TCK"))
+    shutil.rmtree(proc / "37")
+    assert ksmd_cpu_seconds(proc) is None
+
+
+@pytest.mark.parametrize("stat", ["", "37 (ksmd) S 2", "garbage without parenthesis"])
+def test_an_unreadable_ksmd_stat_is_no_ksmd_cpu(tmp_path: Path, stat: str) -> None:
+    proc = copy_fixture("procfs-vms", tmp_path) / "proc"
+    (proc / "37" / "stat").write_text(stat)
+    assert ksmd_cpu_seconds(proc) is None
+
+
+def test_a_missing_procfs_is_no_ksmd_cpu(tmp_path: Path) -> None:
+    assert ksmd_cpu_seconds(tmp_path / "nope") is None
+
+
+@pytest.mark.skipif(not REAL_KSM.exists(), reason="no KSM here")
+def test_this_machine_has_a_ksmd() -> None:
+    seconds = ksmd_cpu_seconds(Path("/proc"))
+    assert seconds is not None and seconds >= 0
 
 
 # --- plot ---------------------------------------------------------------------------

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import TextIO
 
 from ..derived import mebibytes, page_size, saved_bytes, sharing_ratio
+from ..ksmd import clock_ticks, cpu_seconds, read_ksmd_stat
 from ..readers import Paths
-from ..readers.ksmd import ksmd_cpu_seconds
 from ..readers.meminfo import MemInfo, read_meminfo
+from ..readers.processes import read_process_names
 from ..readers.sysfs_ksm import read_ksm
 from ..settle import DEFAULT_FULL_SCANS, SettleTracker
 from .ksm_settings import LOCK_PATH, KsmSettings, exclusive_ksm
@@ -133,6 +134,16 @@ def lock_is_busy(path: Path = LOCK_PATH) -> bool:
         except BlockingIOError:
             return True
         return False  # closing the file releases the probe's lock
+
+
+def ksmd_cpu_seconds(procfs: Path) -> float | None:
+    """utime + stime of the ksmd kernel thread, read as the daemon reads it; None without
+    ksmd or when its stat cannot be read (the matrix then shows `-`)."""
+    try:
+        stat = read_ksmd_stat(procfs, read_process_names(procfs))
+    except (OSError, ValueError):
+        return None
+    return None if stat is None else cpu_seconds(stat, clock_ticks())
 
 
 def take_reading(paths: Paths) -> Reading:
