@@ -8,11 +8,13 @@ process found anyway is reported so that the operator can stop it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from ..ksmtuned import KSMTUNED_NAME
+from ..readers.processes import read_process_names
 
 # ksmtuned first: it would start ksm again. Started again in the reverse order.
 UNITS = ("ksmtuned", "ksm")
@@ -31,19 +33,8 @@ def systemd_running(run_dir: Path = Path("/run/systemd/system")) -> bool:
 
 def ksmtuned_pids(procfs: Path) -> list[int]:
     """ksmtuned processes, whoever started them (it is a shell script named ksmtuned)."""
-    pids = []
-    try:
-        entries = os.listdir(procfs)
-    except OSError:
-        return []
-    for name in entries:
-        if name.isdigit():
-            try:
-                if (procfs / name / "comm").read_text().strip() == "ksmtuned":
-                    pids.append(int(name))
-            except OSError:
-                continue
-    return sorted(pids)
+    names = read_process_names(procfs).names
+    return sorted(pid for pid, name in names.items() if name == KSMTUNED_NAME)
 
 
 class KsmServices:
