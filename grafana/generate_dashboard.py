@@ -26,6 +26,7 @@ from generate_rules import (
     PRESSURE_RECORD,
     SAVED_RECORD,
     Params,
+    stopped_under_pressure,
 )
 
 DASHBOARD_FILE = Path(__file__).parent / "ksm-exporter.json"
@@ -49,7 +50,6 @@ PER_MINUTE = "cpm"
 
 RUNNING = 'state="running"'
 UNMERGING = 'state="unmerging"'
-NOT_RUNNING = 'state!="running"'
 # Aggregations that keep every label but the metric name, for tables that join queries.
 EDGE = "max by (job, instance, state)"
 PER_VM = "max by (job, instance, vm, pid)"
@@ -479,18 +479,13 @@ def fleet_rows() -> Iterator[Panel]:
     )
     yield table(
         "Nodes where KSM is stopped under memory pressure",
-        "KSM stopped or unmerging, with available memory below "
-        f"{RULES.pressure_available_ratio:.0%} of total when it went so ({PRESSURE_RECORD}); "
-        "KsmStoppedUnderMemoryPressure fires after "
-        f"{RULES.pressure_for}.",
-        [
-            target(
-                f"{fleet(PRESSURE_RECORD, NOT_RUNNING)} < {RULES.pressure_available_ratio}",
-                instant=True,
-            )
-        ],
+        "KSM stopped or unmerging while less than "
+        f"{RULES.pressure_available_ratio:.0%} of memory is available now (MemAvailable, "
+        f"or MemFree before 3.14, over MemTotal; {PRESSURE_RECORD}): the expression of "
+        f"KsmStoppedUnderMemoryPressure, which fires after {RULES.pressure_for}.",
+        [target(stopped_under_pressure(RULES, FLEET), instant=True)],
         PERCENT,
-        {"A": ("Available at the stop", PERCENT)},
+        {"A": ("Available now", PERCENT)},
     )
 
 

@@ -25,7 +25,7 @@ RUNBOOK = "docs/dashboard-and-alerts.md"
 
 # Recording rule names, shared with the dashboard generator (grafana/generate_dashboard.py).
 FLAPPING_RECORD = "instance:ksm_run_transitions:increase_flapping_window"
-PRESSURE_RECORD = "instance_state:ksm_memory_available_at_last_transition:ratio"
+PRESSURE_RECORD = "instance:ksm_memory_available:ratio"
 SAVED_RECORD = "job:ksm_saved_bytes:sum"
 
 Yaml = Union[str, int, float, list["Yaml"], dict[str, "Yaml"]]
@@ -73,29 +73,37 @@ def recording_rules(p: Params) -> list[dict[str, Yaml]]:
         },
         {
             "record": PRESSURE_RECORD,
-            # The exporter records memory only at run-state edges: this is MemAvailable
-            # (MemFree on kernels before 3.14) over MemTotal (used + free) at the edge
-            # into the state KSM is in now.
+            # MemAvailable over MemTotal now; MemFree on kernels before 3.14, which have
+            # no MemAvailable (the `or` keeps the left side wherever it exists).
             "expr": (
                 "(\n"
-                "    (\n"
-                "        ksm_last_transition_memory_available_bytes\n"
-                "      or on (job, instance, state)\n"
-                "        ksm_last_transition_memory_free_bytes\n"
-                "    )\n"
-                "  /\n"
-                "    (\n"
-                "        ksm_last_transition_memory_used_bytes\n"
-                "      +\n"
-                "        ksm_last_transition_memory_free_bytes\n"
-                "    )\n"
+                "    ksm_memory_available_bytes\n"
+                "  or\n"
+                "    ksm_memory_free_bytes\n"
                 ")\n"
-                "and on (job, instance, state)\n"
-                "  (ksm_run_state == 1)\n"
+                "/\n"
+                "  ksm_memory_total_bytes\n"
             ),
         },
         {"record": SAVED_RECORD, "expr": "sum by (job) (ksm_saved_bytes)\n"},
     ]
+
+
+def _selector(metric: str, matchers: str, extra: str = "") -> str:
+    inside = ", ".join(m for m in (matchers, extra) if m)
+    return f"{metric}{{{inside}}}" if inside else metric
+
+
+def stopped_under_pressure(p: Params, matchers: str = "") -> str:
+    """KSM not running while less than the pressure ratio of memory is available now:
+    the available ratio, labelled with the state KSM is in. `matchers` (e.g. the
+    dashboard's job filter) go into every selector."""
+    running = _selector("ksm_run_state", matchers, 'state!="running"')
+    return (
+        f"({_selector(PRESSURE_RECORD, matchers)} < {p.pressure_available_ratio})\n"
+        "* on (job, instance) group_left (state)\n"
+        f"({running} == 1)\n"
+    )
 
 
 def _alert(
@@ -131,13 +139,13 @@ def alerting_rules(p: Params) -> list[dict[str, Yaml]]:
         ),
         _alert(
             "KsmStoppedUnderMemoryPressure",
-            f'{PRESSURE_RECORD}{{state!="running"}} < {p.pressure_available_ratio}\n',
+            stopped_under_pressure(p),
             p.pressure_for,
             "warning",
             "KSM on {{ $labels.instance }} is {{ $labels.state }} although memory is short",
-            "KSM went {{ $labels.state }} when only {{ $value | humanizePercentage }} of "
-            f"memory was available (below {pct}) and has not run since. Merged pages are "
-            "no longer kept up to date while the node needs them most.",
+            "KSM is {{ $labels.state }} while only {{ $value | humanizePercentage }} of "
+            f"memory is available (below {pct}). Merged pages are no longer kept up to "
+            "date while the node needs them most.",
         ),
         _alert(
             "KsmSysfsMissing",

@@ -148,8 +148,18 @@ def test_thresholds_shown_are_the_rules_defaults() -> None:
     flaps = by_title[f"Run-state changes in {params.flapping_window}"]
     steps = flaps["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[-1]["value"] == params.flapping_threshold + 1
+    # The pressure table is the alert's expression with the job filter added.
     pressure = by_title["Nodes where KSM is stopped under memory pressure"]
-    assert pressure["targets"][0]["expr"].endswith(f"< {params.pressure_available_ratio}")
+    (alert,) = (
+        r
+        for g in rules.build_rules(params)["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "KsmStoppedUnderMemoryPressure"
+    )
+    table_expr = pressure["targets"][0]["expr"]
+    assert f"< {params.pressure_available_ratio})" in table_expr
+    unfiltered = table_expr.replace('job=~"$job", ', "").replace('{job=~"$job"}', "")
+    assert unfiltered == alert["expr"]
 
 
 @pytest.mark.skipif(not HAVE_PROMTOOL, reason=NO_PROMTOOL)
