@@ -52,6 +52,12 @@ class Params:
     wasting_ratio: float = 10.0
     wasting_for: str = "1h"
     negative_profit_for: str = "30m"
+    # A VM whose rmap_items outweigh its merged pages by more than this: 64 MiB is a
+    # million rmap_items (64 bytes each on 64-bit kernels), the metadata of 4 GiB of
+    # guest memory that merges nothing.
+    # Held for an hour: KSM builds the rmap_items of a new VM before it merges its pages.
+    vm_negative_profit_bytes: int = 64 * 1024 * 1024
+    vm_negative_profit_for: str = "1h"
     missing_for: str = "5m"
     exporter_job: str = "ksm"
     exporter_down_for: str = "5m"
@@ -189,7 +195,23 @@ def alerting_rules(p: Params) -> list[dict[str, Yaml]]:
             "general_profit is {{ $value | humanize1024 }}B: the rmap_items KSM "
             "keeps for the pages it scans take more memory than merging saves.",
         ),
+        _alert(
+            "KsmVmNegativeProfit",
+            f"ksm_process_profit_bytes < -{p.vm_negative_profit_bytes}\n",
+            p.vm_negative_profit_for,
+            "info",
+            "KSM costs more memory than it saves on VM {{ $labels.vm }} of {{ $labels.instance }}",
+            "KSM's profit on VM {{ $labels.vm }} (pid {{ $labels.pid }}) is "
+            "{{ $value | humanize1024 }}B (alert below "
+            f"-{_mib(p.vm_negative_profit_bytes)}): the rmap_items KSM keeps for the "
+            "VM's scanned pages take more memory than merging saves it, and ksmd "
+            "spends CPU on pages that do not merge.",
+        ),
     ]
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g}MiB"
 
 
 def build_rules(p: Params) -> dict[str, Yaml]:

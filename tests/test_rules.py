@@ -48,6 +48,7 @@ def test_alerts_carry_severity_summary_description_and_a_runbook_section() -> No
             "KsmExporterDown",
             "KsmWastingEffort",
             "KsmNegativeGeneralProfit",
+            "KsmVmNegativeProfit",
         ]
     )
     for a in alerts():
@@ -70,7 +71,7 @@ def test_every_alert_is_expected_to_fire_in_a_unit_test() -> None:
 def test_promtool_check_rules() -> None:
     result = promtool("check", "rules", str(gen.RULES_FILE))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout
 
 
 @needs_promtool
@@ -140,7 +141,7 @@ def test_example_prometheus_config_with_its_rules_and_file_sd_targets() -> None:
     """promtool reads the rule file and every file_sd file the example points at."""
     result = promtool("check", "config", "examples/prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout
     assert sorted(p.name for p in (REPO / "examples/targets").glob("ksm-*.json")) == [
         "ksm-rack-a.json",
         "ksm-rack-b.json",
