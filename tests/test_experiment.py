@@ -9,12 +9,14 @@ import json
 import mmap
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import zlib
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ksm_exporter.commands.experiment import check_rights, confirm
@@ -533,22 +535,20 @@ def test_an_error_midway_restores_what_was_written(tmp_path: Path) -> None:
 # --- workload processes ---------------------------------------------------------------
 
 
-def alive(pid: int) -> bool:
-    try:
-        return b"ksm_exporter.experiment.workload" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
+def children(workload: Workload) -> set[int]:
+    """The workload's processes still among ours, unreaped zombies included."""
+    return {c.pid for c in psutil.Process().children()} & set(workload.pids)
 
 
 def test_workload_processes_run_the_prng_and_end_on_stop() -> None:
     workload = Workload(WorkloadSpec(2, 1 << 20, 0.5))
     try:
         workload.start()
-        assert len(workload.pids) == 2 and all(alive(p) for p in workload.pids)
+        assert len(workload.pids) == 2 and children(workload) == set(workload.pids)
         workload.prng_pass()
     finally:
         workload.stop()
-    assert not any(alive(p) for p in workload.pids)
+    assert not children(workload)
     assert all(p.returncode == 0 for p in workload.procs)  # ended by stdin closing
 
 
@@ -565,4 +565,20 @@ def test_a_workload_process_that_dies_is_an_error_naming_it() -> None:
             workload.prng_pass()
     finally:
         workload.stop()
-    assert not any(alive(p) for p in workload.pids)
+    assert not children(workload)
+
+
+def test_stop_kills_a_process_that_does_not_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped process sees neither its stdin close nor SIGTERM: SIGKILL ends it, and
+    it is reaped like the others."""
+    monkeypatch.setattr(Workload, "EXIT_WAIT", 0.3)
+    monkeypatch.setattr(Workload, "SIGNAL_WAIT", 0.3)
+    workload = Workload(WorkloadSpec(2, 1 << 20, 0.5))
+    try:
+        workload.start()
+        workload.procs[0].send_signal(signal.SIGSTOP)
+    finally:
+        workload.stop()
+    assert not children(workload)
+    assert workload.procs[0].returncode == -signal.SIGKILL
+    assert workload.procs[1].returncode == 0

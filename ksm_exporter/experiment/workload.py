@@ -27,6 +27,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+import psutil
+
 from .mergeable import PAGE_SIZE, MergeableMemory
 
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -110,9 +112,12 @@ class Workload:
     """Start the processes (`start`), have them run the PRNG (`prng_pass`), and always end
     them (`stop`, in a `finally`)."""
 
+    EXIT_WAIT = 5.0  # seconds for the processes to exit once their stdin is closed
+    SIGNAL_WAIT = 3.0  # and then for each of SIGTERM and SIGKILL
+
     def __init__(self, spec: WorkloadSpec) -> None:
         self.spec = spec
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[psutil.Popen] = []  # subprocess.Popen's API, and psutil's
         # Identical within this run only: another run's or test's pages never match ours.
         self.salt = os.urandom(16).hex()
 
@@ -123,7 +128,7 @@ class Workload:
     def start(self) -> None:
         for _ in range(self.spec.processes):
             self.procs.append(
-                subprocess.Popen(
+                psutil.Popen(
                     [
                         sys.executable,
                         "-m",
@@ -143,8 +148,8 @@ class Workload:
     def prng_pass(self) -> None:
         for p in self.procs:
             try:
-                p.stdin.write(b"prng\n")  # type: ignore[union-attr]
-                p.stdin.flush()  # type: ignore[union-attr]
+                p.stdin.write(b"prng\n")
+                p.stdin.flush()
             except BrokenPipeError:
                 raise WorkloadError(self._died(p, "")) from None
         self._expect("done", self.spec.fill_timeout)
@@ -164,17 +169,17 @@ class Workload:
                     )
                 for key, _ in sel.select(min(left, 1.0)):
                     p = waiting[key.fileobj]
-                    line = p.stdout.readline().decode(errors="replace").strip()  # type: ignore[union-attr]
+                    line = p.stdout.readline().decode(errors="replace").strip()
                     if line != word:
                         raise WorkloadError(self._died(p, line))
                     sel.unregister(key.fileobj)
                     del waiting[key.fileobj]
 
-    def _died(self, p: subprocess.Popen[bytes], line: str) -> str:
+    def _died(self, p: psutil.Popen, line: str) -> str:
         try:
             p.wait(5)
-            err = p.stderr.read().decode(errors="replace").strip()  # type: ignore[union-attr]
-        except subprocess.TimeoutExpired:
+            err = p.stderr.read().decode(errors="replace").strip()
+        except psutil.TimeoutExpired:
             err = ""
         if err:
             why = err.splitlines()[-1]
@@ -190,23 +195,17 @@ class Workload:
         """Close stdin (they exit), then SIGTERM, then SIGKILL; reap every one."""
         for p in self.procs:
             with contextlib.suppress(OSError):
-                p.stdin.close()  # type: ignore[union-attr]
-        deadline = time.monotonic() + 5
-        for p in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(max(0.0, deadline - time.monotonic()))
+                p.stdin.close()
+        _, alive = psutil.wait_procs(self.procs, timeout=self.EXIT_WAIT)
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            alive = [p for p in self.procs if p.poll() is None]
             for p in alive:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(psutil.Error):
                     p.send_signal(sig)
-            for p in alive:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(3)
+            _, alive = psutil.wait_procs(alive, timeout=self.SIGNAL_WAIT)
         for p in self.procs:
             for stream in (p.stdout, p.stderr):
                 with contextlib.suppress(OSError):
-                    stream.close()  # type: ignore[union-attr]
+                    stream.close()
 
 
 def _die_with_parent(parent: int) -> None:
