@@ -316,10 +316,10 @@ def experiment_parser() -> OneLineParser:
         "--settle-scans",
         dest="settle_scans",
         type=positive_int,
-        default=3,
+        default=DEFAULT_SETTLE_FULL_SCANS,
         metavar="K",
         help="settled: pages_sharing changed by less than 1%% over the last K full scans "
-        "(default 3)",
+        f"(default {DEFAULT_SETTLE_FULL_SCANS}, as the daemon's --settle.full-scans)",
     )
     p.add_argument(
         "--interval",
