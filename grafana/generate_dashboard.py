@@ -50,6 +50,7 @@ PER_MINUTE = "cpm"
 
 RUNNING = 'state="running"'
 UNMERGING = 'state="unmerging"'
+NOT_RUNNING = 'state!="running"'
 # Aggregations that keep every label but the metric name, for tables that join queries.
 EDGE = "max by (job, instance, state)"
 PER_VM = "max by (job, instance, vm, pid)"
@@ -211,7 +212,7 @@ def node_rows() -> Iterator[Panel]:
     )
     yield timeseries(
         "General profit",
-        "Saved memory minus the memory of KSM's rmap_items (kernel 6.1+). Below zero KSM "
+        "Saved memory minus the memory of KSM's rmap_items (kernel 6.4+). Below zero KSM "
         "costs more than it saves (alert KsmNegativeGeneralProfit).",
         [target(node("ksm_general_profit_bytes"))],
         BYTES,
@@ -314,66 +315,119 @@ def node_rows() -> Iterator[Panel]:
             "C": ("Available", BYTES),
             "D": ("At", "dateTimeAsIso"),
         },
-        width=24,
+        width=16,
+    )
+    yield timeseries(
+        "Available memory",
+        "MemAvailable / MemTotal now (MemFree before kernel 3.14), from the "
+        f"{PRESSURE_RECORD} recording rule. KsmStoppedUnderMemoryPressure fires when KSM "
+        f"is not running while this is below {RULES.pressure_available_ratio:.0%} (red "
+        f"line) for {RULES.pressure_for}.",
+        [target(node(PRESSURE_RECORD))],
+        PERCENT,
+        threshold=RULES.pressure_available_ratio,
     )
 
 
 def per_vm_rows() -> Iterator[Panel]:
     yield row("Per VM ($instance)")
     vm = "{{instance}} {{vm}}"
-    yield timeseries(
-        "Merging memory per VM (top 10)",
-        "Pages of each VM that KSM merged, in bytes.",
-        [
-            target(
-                f"topk(10, {node('ksm_process_merging_pages')}"
-                f" * on (job, instance) group_left {node('ksm_page_size_bytes')})",
-                vm,
-            )
-        ],
-        BYTES,
+    saved = (
+        f"{node('ksm_process_merging_pages')}"
+        f" * on (job, instance) group_left {node('ksm_page_size_bytes')}"
     )
     yield timeseries(
-        "KSM profit per VM (top 10)",
-        "What KSM saves on each VM minus the memory of its rmap_items.",
-        [target(f"topk(10, {node('ksm_process_profit_bytes')})", vm)],
+        "Saved per VM (top 10)",
+        "Merging pages * page size: what KSM saves on each VM as the kernel reckons it "
+        "per process (ksm_merging_pages, kernel 5.19+; what its profit starts from). A "
+        "merged page counts for every VM that maps it, the KSM page itself included, so "
+        "the VMs of a node add up to (pages_shared + pages_sharing) * page size, one page "
+        "per KSM page more than KSM saved.",
+        [target(f"topk(10, {saved})", vm)],
         BYTES,
+        width=6,
+    )
+    yield timeseries(
+        "KSM profit per VM (lowest 10)",
+        "Saved bytes less the memory of the VM's rmap_items (kernel 6.4+), lowest first. "
+        "Below zero (red line) KSM costs the VM more memory than it saves; "
+        f"KsmVmNegativeProfit fires below -{RULES.vm_negative_profit_bytes / 2**20:g} MiB "
+        f"held for {RULES.vm_negative_profit_for}.",
+        [target(f"bottomk(10, {node('ksm_process_profit_bytes')})", vm)],
+        BYTES,
+        threshold=0,
+        width=6,
     )
     yield timeseries(
         "KSM metadata per VM (top 10)",
-        "rmap_items KSM keeps for each VM's scanned pages: the cost side of the profit.",
+        "rmap_items: KSM keeps one (64 bytes on 64-bit kernels) for each scanned page of "
+        "the VM (kernel 6.1+), merged or not: the cost side of the profit.",
         [target(f"topk(10, {node('ksm_process_rmap_items')})", vm)],
         "short",
+        width=6,
+    )
+    yield timeseries(
+        "VMs not exported",
+        "left out: matching processes beyond --collector.process.max (those with the "
+        "fewest merging pages). unreadable: KSM files the exporter may not read (it needs "
+        "root or CAP_DAC_READ_SEARCH); vanished: processes that exited while read, "
+        "normal when VMs stop.",
+        [
+            target(node("ksm_process_series_dropped"), "{{instance}} left out"),
+            target(
+                "sum by (job, instance, reason) "
+                f"(increase({node('ksm_process_read_errors_total')}[$__rate_interval]))",
+                "{{instance}} {{reason}}",
+            ),
+        ],
+        "short",
+        width=6,
     )
     yield table(
-        "VMs registered for KSM",
-        "mergeable: the VM's memory is registered for merging (MADV_MERGEABLE); "
-        "merge_any: the whole process is (prctl PR_SET_MEMORY_MERGE); zero pages: pages "
-        "KSM mapped to the zero page.",
+        "VMs",
+        "Every VM the exporter reads (processes matching --collector.process.pattern, at "
+        "most --collector.process.max): saved (merging pages * page size), profit and "
+        "rmap_items as in the graphs above; zero pages: empty pages merged with the "
+        "kernel's zero page (use_zero_pages, 6.10+); mergeable: some of its memory is "
+        "registered for KSM (6.14+); merge any: the whole process is (prctl "
+        "PR_SET_MEMORY_MERGE, 6.14+). A column is empty where the kernel does not say.",
         [
-            target(f"{PER_VM} ({node(f'ksm_process_{name}')})", instant=True)
-            for name in ("mergeable", "merge_any", "zero_pages")
+            target(f"{PER_VM} ({expr})", instant=True)
+            for expr in (
+                saved,
+                node("ksm_process_profit_bytes"),
+                node("ksm_process_rmap_items"),
+                node("ksm_process_zero_pages"),
+                node("ksm_process_mergeable"),
+                node("ksm_process_merge_any"),
+            )
         ],
-        "bool_yes_no",
+        "short",
         {
-            "A": ("Mergeable", "bool_yes_no"),
-            "B": ("Merge any", "bool_yes_no"),
-            "C": ("Zero pages", PAGES),
+            "A": ("Saved", BYTES),
+            "B": ("Profit", BYTES),
+            "C": ("rmap_items", "short"),
+            "D": ("Zero pages", PAGES),
+            "E": ("Mergeable", "bool_yes_no"),
+            "F": ("Merge any", "bool_yes_no"),
         },
         width=24,
+        sort_by="Saved",
     )
-
     yield row("Cost ($instance)")
     yield timeseries(
         "ksmd CPU",
-        "CPU time of the ksmd kernel thread, as a share of one CPU.",
+        "CPU time of the ksmd kernel thread per second: the share of one CPU it uses "
+        "(100 % is one CPU busy). pages_to_scan and sleep_millisecs set it (ksmtuned, or "
+        "the scan-time advisor within advisor_max_cpu).",
         [target(f"rate({node('ksm_ksmd_cpu_seconds_total')}[$__rate_interval])")],
         PERCENT,
     )
     yield timeseries(
         "Copy-on-write breaks and swap-in copies",
-        "Merged pages made private again by a write (cow breaks) and KSM pages copied on "
-        "swap-in: the work merging causes later.",
+        "cow: writes to a merged page, each making the writer a private copy (cow_ksm, "
+        "kernel 5.19+); swap-in: merged pages copied when swapped in (ksm_swpin_copy). A "
+        "high copy-on-write rate means KSM merges pages that the guests then write.",
         [
             target(f"rate({node('ksm_cow_breaks_total')}[$__rate_interval])", "{{instance}} cow"),
             target(
@@ -385,38 +439,72 @@ def per_vm_rows() -> Iterator[Panel]:
     )
     yield timeseries(
         "Time to settle",
-        "How long KSM took to settle (saved memory stopped growing) after it started.",
+        "From the latest start of KSM until it first counted as settled (pages_sharing "
+        "moved by less than 1 % over the last --settle.full-scans full scans). Kept after "
+        "KSM stops, until the next start; absent until KSM has settled after a start the "
+        "exporter saw.",
         [target(node("ksm_settle_duration_seconds"))],
         SECONDS,
     )
     yield state_timeline(
         "Settled",
-        "Whether saved memory has stopped growing since KSM started.",
-        [target(node("ksm_settled"))],
-        {0: ("settling", "orange"), 1: ("settled", "green")},
+        "settled: KSM runs and pages_sharing moved by less than 1 % over the last "
+        "--settle.full-scans full scans; settling: KSM runs and is still merging (or a VM "
+        "started and it merges again); not running: KSM stopped or unmerging.",
+        [
+            target(
+                f"max by (job, instance) ({node('ksm_settled')})"
+                f" + 2 * max by (job, instance) ({node('ksm_run_state', NOT_RUNNING)})"
+            )
+        ],
+        {0: ("settling", "orange"), 1: ("settled", "green"), 2: ("not running", "text")},
     )
 
     yield row("ksmtuned ($instance)")
     yield timeseries(
-        "ksmtuned's memory view",
-        "ksmtuned starts KSM when committed memory plus its threshold exceed total memory "
-        "and stops it otherwise (the seed's KSM_THRES_COEF).",
+        "ksmtuned: free memory and threshold",
+        "ksmtuned's rule, each KSM_MONITOR_INTERVAL (60 s): stop KSM when free "
+        "(MemFree + Buffers + Cached) is above the threshold (KSM_THRES_COEF % of "
+        "MemTotal) and committed + threshold is below MemTotal (next panel); else start "
+        "it. Free memory going back and forth across the threshold is the seed's "
+        "flapping: merging frees memory, free rises above the threshold, ksmtuned stops "
+        "KSM; the guests dirty pages, free falls, ksmtuned starts it again.",
         [
             target(node(f"ksmtuned_{kind}_bytes"), f"{{{{instance}}}} {kind}")
-            for kind in ("threshold", "committed", "free")
+            for kind in ("free", "threshold")
+        ],
+        BYTES,
+        width=12,
+    )
+    yield timeseries(
+        "ksmtuned: committed memory",
+        "committed: the resident memory of the qemu processes as ksmtuned sums it. While "
+        "committed + threshold is at or above MemTotal, ksmtuned keeps KSM running "
+        "whatever free memory says.",
+        [
+            target(
+                f"{node('ksmtuned_committed_bytes')} + {node('ksmtuned_threshold_bytes')}",
+                "{{instance}} committed + threshold",
+            ),
+            target(node("ksm_memory_total_bytes"), "{{instance}} MemTotal"),
         ],
         BYTES,
         width=12,
     )
     yield state_timeline(
-        "ksmtuned",
-        "would run: ksmtuned's rule says KSM should run; running: ksmtuned is running.",
+        "ksmtuned's decision and KSM",
+        "would run: ksmtuned's next look starts KSM (ksmtuned_would_run, computed from "
+        "--collector.ksmtuned.config and /proc); KSM running: the run file says running; "
+        "ksmtuned alive: a ksmtuned process exists. would run and KSM running differ for "
+        "up to KSM_MONITOR_INTERVAL after a crossing; for longer, ksmtuned is not "
+        "running or something else writes run.",
         [
             target(node("ksmtuned_would_run"), "{{instance}} would run"),
-            target(node("ksmtuned_running"), "{{instance}} running"),
+            target(node("ksm_run_state", RUNNING), "{{instance}} KSM running"),
+            target(node("ksmtuned_running"), "{{instance}} ksmtuned alive"),
         ],
         ON,
-        width=12,
+        height=8,
     )
 
 
@@ -442,7 +530,7 @@ def fleet_rows() -> Iterator[Panel]:
     )
     yield stat(
         "Fleet general profit",
-        "Sum of general_profit over the nodes that report it (kernel 6.1+).",
+        "Sum of general_profit over the nodes that report it (kernel 6.4+).",
         f"sum({fleet('ksm_general_profit_bytes')})",
         BYTES,
     )
@@ -486,6 +574,16 @@ def fleet_rows() -> Iterator[Panel]:
         [target(stopped_under_pressure(RULES, FLEET), instant=True)],
         PERCENT,
         {"A": ("Available now", PERCENT)},
+    )
+    yield table(
+        "VMs where KSM costs more than it saves",
+        "VMs whose KSM profit (saved bytes less the memory of their rmap_items, kernel "
+        "6.4+) is negative now, lowest first. KsmVmNegativeProfit fires below "
+        f"-{RULES.vm_negative_profit_bytes / 2**20:g} MiB held for "
+        f"{RULES.vm_negative_profit_for}.",
+        [target(f"sort({fleet('ksm_process_profit_bytes')} < 0)", instant=True)],
+        BYTES,
+        {"A": ("Profit", BYTES)},
     )
 
 
