@@ -56,10 +56,6 @@ class ReadErrors:
         with self._lock:
             return dict(self._counts)
 
-    def failing(self) -> set[str]:
-        with self._lock:
-            return set(self._failing)
-
 
 class KsmMonitor:
     def __init__(
@@ -104,25 +100,20 @@ class KsmMonitor:
 
     def _take(self, only: tuple[str, ...] | None, count_errors: bool) -> Snapshot:
         ksm = read_ksm(self.paths.ksm_dir, only=only)
-        memory = self._read_memory()
+        errors = dict(ksm.errors)
+        try:
+            memory: MemInfo | None = read_meminfo(self.paths.procfs)
+        except (OSError, ValueError) as e:
+            memory = None
+            errors[MEMINFO] = (e.strerror if isinstance(e, OSError) else None) or str(e)
         snap = Snapshot(taken_at=time.time(), ksm=ksm, memory=memory, page_size=self.page_size)
         tried = set(ksm.raw) | set(ksm.errors) | {MEMINFO}
-        errors = dict(ksm.errors)
-        if memory is None:
-            errors[MEMINFO] = "unreadable"
         self.read_errors.record(tried, errors, count_errors)
         if snap.run is not None:
             self._observe(snap.run, memory, snap.taken_at)
         for observe in self._observers:
             observe(snap)
         return snap
-
-    def _read_memory(self) -> MemInfo | None:
-        try:
-            return read_meminfo(self.paths.procfs)
-        except (OSError, ValueError) as e:
-            log.debug("meminfo: %s", e)
-            return None
 
     def _observe(self, run: int, memory: MemInfo | None, taken_at: float) -> None:
         with self._edge_lock:
