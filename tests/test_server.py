@@ -139,6 +139,7 @@ def test_head_has_no_body(server: ExporterHTTPServer) -> None:
         (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nX: 1\r\n folded\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", 400),  # latin-1 superscript 2
         (b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
     ],
 )

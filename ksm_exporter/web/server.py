@@ -145,7 +145,8 @@ def _parse_request(head: bytes) -> _Request:
     tokens = headers.get("connection", "").lower()
     close = "keep-alive" not in tokens if version == "HTTP/1.0" else "close" in tokens
     length = headers.get("content-length")
-    if length is not None and not length.isdigit():
+    # isdigit() alone takes "²" (latin-1), which int() then refuses.
+    if length is not None and not (length.isascii() and length.isdigit()):
         raise _BadRequest(400, "bad Content-Length")
     has_body = "transfer-encoding" in headers or (length is not None and int(length) > 0)
     return _Request(method, target, headers, close, has_body)
