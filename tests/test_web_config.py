@@ -57,6 +57,8 @@ def tls_yaml(certs: Certs, **extra: str) -> str:
         ("tls_server_config: {cipher_suites: [x]}\n", "cipher_suites is not supported"),
         ("tls_server_config: {client_allowed_sans: [x]}\n", "client_allowed_sans is not supp"),
         ("rate_limit: {burst: 1}\n", "rate_limit is not supported"),
+        ("cipher_suites: [x]\n", "top level: unknown key 'cipher_suites'"),  # tls_server_config's
+        ("http_server_config: {rate_limit: {}}\n", "unknown key 'rate_limit'"),  # a top key
         ("tls_server_config: {client_auth_type: Sometimes}\n", "invalid ClientAuth: Sometimes"),
         ("tls_server_config: {min_version: TLS14}\n", "unknown TLS version 'TLS14'"),
         ("tls_server_config: {cert_file: a.crt}\n", "missing key_file"),

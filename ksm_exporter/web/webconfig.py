@@ -26,7 +26,7 @@ import base64
 import binascii
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +73,7 @@ _TLS_KEYS = {
 _UNSUPPORTED_TLS_KEYS = {"cert", "key", "client_ca", "cipher_suites", "curve_preferences"}
 _UNSUPPORTED_TLS_KEYS |= {"client_allowed_sans"}
 _TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users"}
+_UNSUPPORTED_TOP_KEYS = {"rate_limit"}
 _HTTP_KEYS = {"http2", "headers"}
 
 # $2a$/$2b$/$2y$, two-digit cost, 22 characters of salt and 31 of hash.
@@ -175,12 +176,15 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _check_keys(section: Mapping[str, Any], allowed: set[str], where: str) -> None:
+def _check_keys(
+    section: Mapping[str, Any], allowed: set[str], where: str, unsupported: Set[str] = frozenset()
+) -> None:
+    """`unsupported`: the toolkit's keys for this section that ksm-exporter refuses."""
     for key in section:
-        if key in _UNSUPPORTED_TLS_KEYS or (where == "" and key == "rate_limit"):
-            raise WebConfigError(f"{where or 'top level'}: {key} is not supported by ksm-exporter")
+        if key in unsupported:
+            raise WebConfigError(f"{where}: {key} is not supported by ksm-exporter")
         if key not in allowed:
-            raise WebConfigError(f"{where or 'top level'}: unknown key {key!r}")
+            raise WebConfigError(f"{where}: unknown key {key!r}")
 
 
 def _string(section: Mapping[str, Any], key: str, where: str) -> str:
@@ -305,9 +309,9 @@ def parse_web_config(text: str, base: Path, path: Path | None = None) -> WebConf
     except yaml.YAMLError as e:
         raise WebConfigError(f"not valid YAML: {' '.join(str(e).split())}") from None
     top = _mapping(doc, "top level")
-    _check_keys(top, _TOP_KEYS, "")
+    _check_keys(top, _TOP_KEYS, "top level", _UNSUPPORTED_TOP_KEYS)
     tls = _mapping(top.get("tls_server_config"), "tls_server_config")
-    _check_keys(tls, _TLS_KEYS, "tls_server_config")
+    _check_keys(tls, _TLS_KEYS, "tls_server_config", _UNSUPPORTED_TLS_KEYS)
     http = _mapping(top.get("http_server_config"), "http_server_config")
     _check_keys(http, _HTTP_KEYS, "http_server_config")
     if not isinstance(http.get("http2", True), bool):
