@@ -349,6 +349,24 @@ def test_a_unit_that_does_not_start_again_is_reported() -> None:
     assert services.restore() == ["systemctl start ksmtuned failed: boom"]
 
 
+def test_a_unit_whose_stop_is_cut_short_is_started_again() -> None:
+    """Ctrl-C while `systemctl stop` runs: the unit may be stopped already, so it is
+    started again all the same."""
+    fake = FakeSystemctl({"ksmtuned", "ksm"})
+
+    def interrupted_stop(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        done = fake(cmd)
+        if cmd[1] == "stop":
+            raise KeyboardInterrupt
+        return done
+
+    services = KsmServices(runner=interrupted_stop, systemd=True)
+    with pytest.raises(KeyboardInterrupt):
+        services.stop()
+    assert services.restore() == []
+    assert fake.active == {"ksmtuned", "ksm"}
+
+
 def test_without_systemd_nothing_is_run() -> None:
     fake = FakeSystemctl({"ksmtuned"})
     services = KsmServices(runner=fake, systemd=False)

@@ -57,10 +57,12 @@ class KsmServices:
     def stop(self) -> list[str]:
         """Stop the active units; return them. Raises RuntimeError when one will not stop."""
         for unit in self.active():
+            # Remembered first: a stop cut short by a signal may have stopped the unit
+            # already, and starting an active unit again does nothing.
+            self.stopped.append(unit)
             done = self.runner(["systemctl", "stop", unit])
             if done.returncode != 0:
                 raise RuntimeError(f"systemctl stop {unit} failed: {done.stderr.strip()}")
-            self.stopped.append(unit)
         return list(self.stopped)
 
     def restore(self) -> list[str]:
