@@ -218,14 +218,16 @@ class FakeSettings:
 Look = tuple[float, int, int, int | None]
 
 
-def wait_on(looks: list[Look], k: int = 2) -> tuple[float | None, str]:
+def wait_on(looks: list[Look], k: int = 2, run_file: int = 1) -> tuple[float | None, str]:
     """_Run.wait_settled over (seconds since KSM start, full_scans, pages_sharing,
-    pages_scanned) readings; returns what it returned and what it printed."""
+    pages_scanned) readings with `run` at run_file; returns what it returned and what it printed."""
     out = io.StringIO()
     opts = Options(workload=None, settle_scans=k, interval=0.0, timeout=100.0)
     run = _Run(opts, Reporter(out), FakeSettings())  # type: ignore[arg-type]
     readings = iter(
-        Reading(at, 1, scans, sharing, sharing // 2, None, scanned, MemInfo(2**30, 2**29), None)
+        Reading(
+            at, run_file, scans, sharing, sharing // 2, None, scanned, MemInfo(2**30, 2**29), None
+        )
         for at, scans, sharing, scanned in looks
     )
     run.read = lambda: next(readings)  # type: ignore[method-assign]
@@ -246,6 +248,14 @@ def test_the_wait_ends_when_ksmd_is_idle() -> None:
     seconds, out = wait_on([(t / 2, 7, 0, 500) for t in range(10)], k=2)
     assert seconds == 2.0  # idle_after(20 ms) is 2 s
     assert "settled: ksmd is idle after 2.0s" in out
+
+
+def test_the_offline_bit_in_run_is_not_ksm_switched_off() -> None:
+    """While memory is hot-removed the kernel reads back run=5 (KSM_RUN_OFFLINE): KSM
+    still runs, as the settle rule and `watch` see it."""
+    seconds, out = wait_on([(t, t, 1000, 100 * t) for t in range(4)], k=2, run_file=5)
+    assert seconds == 2.0
+    assert "settled: pages_sharing 1000 after 2 full scans, 2.0s" in out
 
 
 # --- ksmd CPU -------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from ..derived import mebibytes, page_size, saved_bytes, sharing_ratio
+from ..derived import is_running, mebibytes, page_size, saved_bytes, sharing_ratio
 from ..ksmd import clock_ticks, cpu_seconds, read_ksmd_stat
 from ..readers import Paths
 from ..readers.meminfo import MemInfo, read_meminfo
@@ -344,7 +344,7 @@ class _Run:
         r = start
         while True:
             elapsed = r.at - self.ksm_start
-            if r.run != 1:
+            if not is_running(r.run):
                 raise ExperimentError(
                     f"KSM was switched off during the run (run={r.run}): "
                     "is ksmtuned or another tool managing KSM? (see --stop-ksmtuned)"
