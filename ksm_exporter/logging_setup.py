@@ -69,7 +69,3 @@ def configure(level: str, fmt: str, handler: logging.Handler | None = None) -> l
     root.addHandler(handler)
     root.setLevel(_level(level))
     return handler
-
-
-def set_level(level: str) -> None:
-    logging.getLogger().setLevel(_level(level))

@@ -149,7 +149,6 @@ class BasicAuth:
 class WebConfig:
     """What the server needs from the file. The default (no file) is plain HTTP, no auth."""
 
-    path: Path | None = None
     tls: ssl.SSLContext | None = None
     auth: BasicAuth | None = None
     headers: tuple[tuple[str, str], ...] = ()
@@ -300,7 +299,7 @@ def _headers(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def parse_web_config(text: str, base: Path, path: Path | None = None) -> WebConfig:
+def parse_web_config(text: str, base: Path) -> WebConfig:
     """Validate the YAML text; relative file names are taken from `base`."""
     import yaml
 
@@ -319,7 +318,7 @@ def parse_web_config(text: str, base: Path, path: Path | None = None) -> WebConf
     headers = _headers(http.get("headers"))
     auth = _users(top.get("basic_auth_users"))
     ctx, mode = _tls_context(tls, base)
-    return WebConfig(path=path, tls=ctx, auth=auth, headers=headers, client_auth=mode)
+    return WebConfig(tls=ctx, auth=auth, headers=headers, client_auth=mode)
 
 
 def load_web_config(path: Path) -> WebConfig:
@@ -329,6 +328,6 @@ def load_web_config(path: Path) -> WebConfig:
     except (OSError, UnicodeDecodeError) as e:
         raise WebConfigError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
     try:
-        return parse_web_config(text, path.parent, path)
+        return parse_web_config(text, path.parent)
     except WebConfigError as e:
         raise WebConfigError(f"{path}: {e}") from None
