@@ -32,17 +32,17 @@ def split_option_list(text: str) -> list[str]:
 
 
 def guest_name(option: str) -> str | None:
-    """The guest name in the value of -name, or None when it does not give one."""
-    items = split_option_list(option)
-    for index, item in enumerate(items):
+    """The guest name in the value of -name, or None when it does not give one. As
+    across -name options, a later `guest=` replaces an earlier one (or the implied one)."""
+    name = ""
+    for index, item in enumerate(split_option_list(option)):
         key, sep, value = item.partition("=")
         if not sep:
             if index == 0:  # the implied key: `-name NAME,...`
-                return item or None
-            continue
-        if key == "guest":
-            return value or None
-    return None
+                name = item
+        elif key == "guest":
+            name = value
+    return name or None
 
 
 def vm_name(argv: Sequence[str]) -> str | None:

@@ -215,6 +215,10 @@ def test_vmstat_with_a_bad_number() -> None:
         (["qemu-system-x86_64", "-name", "web01", "-m", "8G"], "web01"),
         (["qemu-system-x86_64", "--name", "db,,primary,process=qemu:db-primary"], "db,primary"),
         (["qemu", "-name", "debug-threads=on,guest=late"], "late"),
+        # Within one -name too a later guest= replaces the earlier (or implied) one.
+        (["qemu", "-name", "first,guest=second"], "second"),
+        (["qemu", "-name", "guest=first,guest=second"], "second"),
+        (["qemu", "-name", ",guest=named"], "named"),
         (["qemu", "-name", "guest=first", "-name", "debug-threads=on"], "first"),
         (["qemu", "-name", "guest=first", "-name", "second"], "second"),
         (["qemu", "-name", "debug-threads=on"], None),
