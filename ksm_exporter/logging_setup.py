@@ -7,16 +7,13 @@ import logging
 import sys
 from datetime import datetime, timezone
 
-LEVELS = ("debug", "info", "warn", "error")
-
-
-def _level(name: str) -> int:
-    return {
-        "debug": logging.DEBUG,
-        "info": logging.INFO,
-        "warn": logging.WARNING,
-        "error": logging.ERROR,
-    }[name]
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+LEVELS = tuple(_LEVELS)
 
 
 def _logfmt_value(v: str) -> str:
@@ -25,16 +22,18 @@ def _logfmt_value(v: str) -> str:
     return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _head(record: logging.LogRecord) -> dict[str, str]:
+    """time, level, source and msg: what both formats start a line with."""
+    ts = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+    level = "warn" if record.levelno == logging.WARNING else record.levelname.lower()
+    return {"time": ts, "level": level, "source": record.module, "msg": record.getMessage()}
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
-        level = "warn" if record.levelno == logging.WARNING else record.levelname.lower()
-        parts = [
-            f"time={ts}",
-            f"level={level}",
-            f"source={record.module}",
-            f"msg={_logfmt_value(record.getMessage())}",
-        ]
+        head = _head(record)
+        head["msg"] = _logfmt_value(head["msg"])
+        parts = [f"{k}={v}" for k, v in head.items()]
         for k, v in getattr(record, "fields", {}).items():
             parts.append(f"{k}={_logfmt_value(str(v))}")
         if record.exc_info:
@@ -44,14 +43,7 @@ class LogfmtFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
-        level = "warn" if record.levelno == logging.WARNING else record.levelname.lower()
-        d: dict[str, object] = {
-            "time": ts,
-            "level": level,
-            "source": record.module,
-            "msg": record.getMessage(),
-        }
+        d: dict[str, object] = dict(_head(record))
         d.update(getattr(record, "fields", {}))
         if record.exc_info:
             d["err"] = self.formatException(record.exc_info)
@@ -67,5 +59,5 @@ def configure(level: str, fmt: str, handler: logging.Handler | None = None) -> l
     for h in list(root.handlers):
         root.removeHandler(h)
     root.addHandler(handler)
-    root.setLevel(_level(level))
+    root.setLevel(_LEVELS[level])
     return handler
