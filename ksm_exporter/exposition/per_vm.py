@@ -76,8 +76,10 @@ def vm_metrics(report: ProcessReport, errors: dict[str, int]) -> Iterator[Metric
     )
     c = CounterMetricFamily(
         "ksm_process_read_errors",
-        "Matching processes not exported because they exited while being read (vanished) "
-        "or their KSM file could not be read (unreadable: the exporter needs root or "
+        "Matching processes left out of a scrape, counted at each scrape that left one out. "
+        "vanished: it had exited when its files were read, gone or a zombie not yet reaped "
+        "(a zombie counts at every scrape until its parent reaps it). unreadable: its KSM "
+        "file could not be read or parsed (usually: the exporter needs root or "
         "CAP_DAC_READ_SEARCH).",
         labels=["reason"],
     )
