@@ -3,7 +3,6 @@ not the client, is what a test measures."""
 
 from __future__ import annotations
 
-import resource
 import socket
 import ssl
 
@@ -43,14 +42,6 @@ class KeepAliveClient:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def raise_fd_limit(wanted: int) -> None:
-    """Load tests hold hundreds of sockets: raise the soft limit toward the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
 def rss_bytes(pid: int) -> int:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from ksm_exporter.web.server import raise_fd_limit
+
 from .certs import make_certs
-from .http_client import KeepAliveClient, raise_fd_limit, rss_bytes
+from .http_client import KeepAliveClient, rss_bytes
 from .support import copy_fixture, run_exporter
 
 

@@ -220,7 +220,7 @@ class ExporterHTTPServer:
             self.socket.close()
             raise
         self.server_address = self.socket.getsockname()
-        _raise_fd_limit(self.limits.max_connections + 64)
+        raise_fd_limit(self.limits.max_connections + 64)
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self.socket.fileno(), _IN)
@@ -640,8 +640,9 @@ def _ssl_want_errors() -> tuple[type[Exception], ...]:
     return _SSL_WANT
 
 
-def _raise_fd_limit(wanted: int) -> None:
-    """Let --web.max-connections connections open: raise the soft fd limit if needed."""
+def raise_fd_limit(wanted: int) -> None:
+    """Raise the soft fd limit toward `wanted` (as far as the hard one allows), so that
+    --web.max-connections connections can open. Failing to is not an error."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
