@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..per_vm import ProcessReport
+from ..readers.process_ksm import ProcessKsm
 
 LABELS = ["vm", "pid"]
 
-# ksm_stat line -> metric name, HELP.
-COUNT_METRICS = (
+# ksm_stat line -> metric name, HELP: the counts, then the yes/no flags.
+METRICS = (
     (
         "ksm_merging_pages",
         "ksm_process_merging_pages",
@@ -37,8 +38,6 @@ COUNT_METRICS = (
         "The profit that KSM brings this process (saved bytes), less the memory of its "
         "rmap_items; negative when KSM costs more than it saves.",
     ),
-)
-FLAG_METRICS = (
     (
         "ksm_mergeable",
         "ksm_process_mergeable",
@@ -53,19 +52,22 @@ FLAG_METRICS = (
 )
 
 
+def line_value(ksm: ProcessKsm, line: str) -> float | None:
+    """A ksm_stat line's number, 1 or 0 for yes or no; None when the kernel did not print it."""
+    if line in ksm.values:
+        return ksm.values[line]
+    if line in ksm.flags:
+        return 1.0 if ksm.flags[line] else 0.0
+    return None
+
+
 def vm_metrics(report: ProcessReport, errors: dict[str, int]) -> Iterator[Metric]:
-    for field, name, help_text in COUNT_METRICS:
+    for line, name, help_text in METRICS:
         g = GaugeMetricFamily(name, help_text, labels=LABELS)
         for p in report.processes:
-            if field in p.ksm.values:
-                g.add_metric([p.vm, str(p.pid)], p.ksm.values[field])
-        if g.samples:
-            yield g
-    for field, name, help_text in FLAG_METRICS:
-        g = GaugeMetricFamily(name, help_text, labels=LABELS)
-        for p in report.processes:
-            if field in p.ksm.flags:
-                g.add_metric([p.vm, str(p.pid)], 1.0 if p.ksm.flags[field] else 0.0)
+            value = line_value(p.ksm, line)
+            if value is not None:
+                g.add_metric([p.vm, str(p.pid)], value)
         if g.samples:
             yield g
     yield GaugeMetricFamily(
