@@ -4,6 +4,7 @@ restore what was written)."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import mmap
@@ -20,7 +21,9 @@ import psutil
 import pytest
 
 from ksm_exporter.commands.experiment import check_rights, confirm
+from ksm_exporter.experiment import ksm_settings
 from ksm_exporter.experiment.flow import Options, Reading, Reporter, _Run, ksmd_cpu_seconds
+from ksm_exporter.experiment.ksm_settings import exclusive_ksm
 from ksm_exporter.experiment.matrix import KEYS, Matrix, matrices_json, matrices_table
 from ksm_exporter.experiment.mergeable import PAGE_SIZE, MergeableMemory
 from ksm_exporter.experiment.plot import INSTALL_HINT, PlotUnavailable, Point, require_matplotlib
@@ -406,6 +409,26 @@ def test_no_ksm_is_refused_in_one_line(tmp_path: Path) -> None:
     root = copy_fixture("no-ksm", tmp_path)
     why = check_rights(root / "sys", euid=0)
     assert why is not None and "does not exist" in why
+
+
+def test_a_held_lock_is_said_before_it_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    lock_path = tmp_path / "lock"
+    monkeypatch.setattr(ksm_settings, "LOCK_PATH", lock_path)
+    said: list[str] = []
+    with open(lock_path, "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+
+        def on_wait() -> None:
+            said.append("busy")
+            fcntl.flock(other, fcntl.LOCK_UN)  # the other run ends
+
+        with exclusive_ksm(root / "sys", on_wait=on_wait):
+            assert said == ["busy"]
+    with exclusive_ksm(root / "sys", on_wait=on_wait):
+        assert said == ["busy"]  # free: nothing said
 
 
 # --- the command as a process (nothing of the real KSM is written) -----------------------

@@ -17,7 +17,6 @@ of each one written; all are put back at the end, also on error or interrupt.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import time
@@ -123,17 +122,6 @@ class Reporter:
         if self._open:
             self._write("\n")
             self._open = False
-
-
-def lock_is_busy(path: Path = LOCK_PATH) -> bool:
-    """Whether someone holds exclusive_ksm's lock now (only to say why we wait)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False  # closing the file releases the probe's lock
 
 
 def ksmd_cpu_seconds(procfs: Path) -> float | None:
@@ -242,7 +230,7 @@ class _Run:
     def _advisor(self) -> str | None:
         try:
             return self.settings.read("advisor_mode")
-        except OSError:
+        except (OSError, ValueError):
             return None  # no advisor on this kernel
 
     def steps(self, workload: Workload | None) -> Result:
@@ -376,9 +364,8 @@ class _Run:
 def run_experiment(opts: Options, rep: Reporter) -> Result:
     """Steps 0-8 under the KSM lock; the workload is ended and every KSM setting (and any
     service stopped) is put back before this returns or raises."""
-    if lock_is_busy():
-        rep.info(f"waiting for {LOCK_PATH}: another experiment or real-KSM test runs")
-    with exclusive_ksm(opts.sysfs) as settings:
+    busy = f"waiting for {LOCK_PATH}: another experiment or real-KSM test runs"
+    with exclusive_ksm(opts.sysfs, on_wait=lambda: rep.info(busy)) as settings:
         run = _Run(opts, rep, settings)
         workload = Workload(opts.workload) if opts.workload else None
         try:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from ..readers import Paths
+from ..readers.sysfs_ksm import ADVISOR_MODE, parse_advisor_mode
 
 # Written in this order on restore: tunables first, `run` last, so ksmd restarts with
 # the settings it had. advisor_mode comes before pages_to_scan because the kernel
@@ -39,13 +42,9 @@ class KsmUnavailable(RuntimeError):
     """KSM is absent, or its sysfs is not writable by us."""
 
 
-def ksm_dir(sysfs: str | os.PathLike[str] = "/sys") -> Path:
-    return Path(sysfs) / "kernel" / "mm" / "ksm"
-
-
 def check_writable(sysfs: str | os.PathLike[str] = "/sys") -> Path:
     """Return the KSM directory, or raise KsmUnavailable saying why not."""
-    d = ksm_dir(sysfs)
+    d = Paths(sysfs=Path(sysfs)).ksm_dir
     if not (d / "run").is_file():
         raise KsmUnavailable(f"KSM is not available: {d}/run does not exist (CONFIG_KSM off?)")
     if not os.access(d / "run", os.W_OK):
@@ -56,12 +55,11 @@ def check_writable(sysfs: str | os.PathLike[str] = "/sys") -> Path:
 
 
 def _current_value(path: Path) -> str:
+    """What to write back: the text, or advisor_mode's active word. Raises OSError, or
+    ValueError when advisor_mode names no single active mode."""
     text = path.read_text().strip()
-    if path.name == "advisor_mode":
-        # "[none] scan-time": the bracketed word is what to write back.
-        for word in text.split():
-            if word.startswith("[") and word.endswith("]"):
-                return word[1:-1]
+    if path.name == ADVISOR_MODE:
+        return parse_advisor_mode(text).active
     return text
 
 
@@ -91,19 +89,27 @@ class KsmSettings:
                 if _current_value(self.dir / name) != self.saved[name]:
                     with open(self.dir / name, "w") as f:
                         f.write(f"{self.saved[name]}\n")
-            except OSError as e:
+            except (OSError, ValueError) as e:
                 failures.append(f"{name}: could not restore {self.saved[name]!r}: {e}")
         self.saved.clear()
         return failures
 
 
 @contextlib.contextmanager
-def exclusive_ksm(sysfs: str | os.PathLike[str] = "/sys") -> Iterator[KsmSettings]:
-    """Hold the machine-wide KSM lock and restore every touched setting on exit."""
+def exclusive_ksm(
+    sysfs: str | os.PathLike[str] = "/sys", on_wait: Callable[[], None] | None = None
+) -> Iterator[KsmSettings]:
+    """Hold the machine-wide KSM lock and restore every touched setting on exit.
+    `on_wait` is called first when someone else holds the lock (to say why we wait)."""
     settings = KsmSettings(sysfs)
     LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
     with open(LOCK_PATH, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield settings
         finally:
