@@ -64,6 +64,7 @@ def read_process_ksm(procfs: Path, pid: int) -> ProcessKsm:
     PermissionError) or ValueError when it could not be read.
     """
     base = f"{procfs}/{pid}"
+    ksm = ProcessKsm()  # what ksm_stat says, if the kernel has it
     try:
         stat = read_bytes(f"{base}/ksm_stat", 4096)
     except FileNotFoundError:
@@ -86,6 +87,4 @@ def read_process_ksm(procfs: Path, pid: int) -> ProcessKsm:
         pages = int(merging)
     except ValueError:
         raise ValueError(f"ksm_merging_pages: not a number: {merging[:40]!r}") from None
-    if stat is None:
-        return ProcessKsm(values={MERGING_PAGES: pages})
     return ProcessKsm(values={**ksm.values, MERGING_PAGES: pages}, flags=ksm.flags)
