@@ -39,6 +39,7 @@ import os
 import resource
 import select
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -51,7 +52,6 @@ from .webconfig import BasicAuth, WebConfig
 
 if TYPE_CHECKING:
     import concurrent.futures
-    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 _ERR = select.EPOLLERR | select.EPOLLHUP
+# Non-blocking "try again later": plain sockets raise the first two, TLS ones the others.
+# (ssl costs nothing extra: prometheus_client's exposition has loaded it already.)
+_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 # Connection states.
 _HANDSHAKE = 0  # TLS handshake in progress
@@ -429,8 +432,6 @@ class ExporterHTTPServer:
                 self._process(conn)
 
     def _handshake(self, conn: _Conn) -> None:
-        import ssl
-
         sock: ssl.SSLSocket = conn.sock  # type: ignore[assignment]
         conn.started = True
         try:
@@ -453,7 +454,6 @@ class ExporterHTTPServer:
             self._read(conn)
 
     def _read(self, conn: _Conn) -> None:
-        want = _ssl_want_errors()
         try:
             while True:
                 data = conn.sock.recv(RECV_BYTES)
@@ -468,7 +468,7 @@ class ExporterHTTPServer:
                         break
                 elif not conn.sock.pending():  # type: ignore[attr-defined]
                     break
-        except (BlockingIOError, InterruptedError, *want):
+        except _AGAIN:
             pass
         except OSError as e:
             log.debug("reading from %s: %s", conn.peer, e)
@@ -593,7 +593,7 @@ class ExporterHTTPServer:
         assert out is not None
         try:
             n = conn.sock.send(out)
-        except (BlockingIOError, InterruptedError, *_ssl_want_errors()):
+        except _AGAIN:
             n = 0
         except OSError as e:
             log.debug("writing to %s: %s", conn.peer, e)
@@ -622,22 +622,6 @@ def _unauthorized() -> Response:
     r = Response(401, "text/plain; charset=utf-8", b"Unauthorized\n")
     r.headers.append(("WWW-Authenticate", "Basic"))
     return r
-
-
-_SSL_WANT: tuple[type[Exception], ...] | None = None
-
-
-def _ssl_want_errors() -> tuple[type[Exception], ...]:
-    """ssl's "try again later" errors, once ssl is loaded (only TLS configs load it)."""
-    global _SSL_WANT
-    if _SSL_WANT is None:
-        import sys
-
-        mod = sys.modules.get("ssl")
-        if mod is None:
-            return ()
-        _SSL_WANT = (mod.SSLWantReadError, mod.SSLWantWriteError)
-    return _SSL_WANT
 
 
 def raise_fd_limit(wanted: int) -> None:

@@ -6,7 +6,7 @@ paths are relative to the file, and only the toolkit's security headers may be s
 
 Two runtime dependencies do the real work here: PyYAML parses the file (the toolkit's
 format is YAML, anchors and all), and bcrypt verifies basic_auth_users' hashes (Python's
-standard library has no bcrypt). Both, and ssl, are imported only when a file is given, so
+standard library has no bcrypt). Both are imported only when a file is given, so
 an exporter without one does not pay their memory.
 
 Differences from exporter-toolkit, each refused loudly rather than ignored, because a
