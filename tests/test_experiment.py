@@ -22,7 +22,14 @@ import pytest
 
 from ksm_exporter.commands.experiment import check_rights, confirm
 from ksm_exporter.experiment import ksm_settings
-from ksm_exporter.experiment.flow import Options, Reading, Reporter, _Run, ksmd_cpu_seconds
+from ksm_exporter.experiment.flow import (
+    Options,
+    Reading,
+    Reporter,
+    _Run,
+    ksmd_cpu_seconds,
+    status_line,
+)
 from ksm_exporter.experiment.ksm_settings import exclusive_ksm
 from ksm_exporter.experiment.matrix import KEYS, Matrix, matrices_json, matrices_table
 from ksm_exporter.experiment.mergeable import PAGE_SIZE, MergeableMemory
@@ -178,6 +185,13 @@ def test_missing_values_print_as_dash() -> None:
 class FakeTty(io.StringIO):
     def isatty(self) -> bool:
         return True
+
+
+def test_status_line_prints_sharing_rate_as_the_table_and_the_script_do() -> None:
+    """awk's conversion: an integral rate prints whole however large, others %.6g."""
+    for sharing, shared, rate in ((2_000_000, 1, "2000000"), (10, 3, "3.33333")):
+        r = Reading(0.0, 1, 5, sharing, shared, None, None, MemInfo(2**30, 2**29), None)
+        assert f"Sharing_Rate: {rate}, " in status_line(r, 4096)
 
 
 def test_progress_on_a_terminal_rewrites_one_line() -> None:

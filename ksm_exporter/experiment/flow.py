@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from ..derived import is_running, mebibytes, page_size, saved_bytes, sharing_ratio
+from ..commands.status import awk_number
+from ..derived import MIB, is_running, mebibytes, page_size, saved_bytes, sharing_ratio
 from ..ksmd import clock_ticks, cpu_seconds, read_ksmd_stat
 from ..readers import Paths
 from ..readers.meminfo import MemInfo, read_meminfo
@@ -82,7 +83,6 @@ class Result:
     enabled: Matrix
     points: list[Point] = field(default_factory=list)
     marks: list[tuple[float, str]] = field(default_factory=list)
-    restored: dict[str, str] = field(default_factory=dict)
 
 
 class Reporter:
@@ -180,10 +180,10 @@ def make_matrix(first: Reading, last: Reading, page: int, settle_seconds: float 
 
 def status_line(r: Reading, page: int) -> str:
     """checkKSM_pages_info.sh's key figures and `free -m`'s, on one line."""
-    rate = sharing_ratio(r.pages_sharing, r.pages_shared)
+    rate = awk_number(sharing_ratio(r.pages_sharing, r.pages_shared))
     return (
         f"KSM saved: {mebibytes(saved_bytes(r.pages_sharing, page))} MB, "
-        f"Sharing_Rate: {rate:.6g}, Pages_Sharing: {r.pages_sharing}, "
+        f"Sharing_Rate: {rate}, Pages_Sharing: {r.pages_sharing}, "
         f"Pages_Shared: {r.pages_shared}, Full_Scans: {r.full_scans}; "
         f"{mebibytes(r.mem.used)} MB used, {mebibytes(r.mem.free)} MB free"
     )
@@ -213,7 +213,7 @@ class _Run:
                 Point(
                     r.at - self.ksm_start,
                     r.pages_sharing,
-                    saved_bytes(r.pages_sharing, self.page) / 2**20,
+                    saved_bytes(r.pages_sharing, self.page) / MIB,
                 )
             )
         return r
@@ -374,10 +374,9 @@ def run_experiment(opts: Options, rep: Reporter) -> Result:
             with signals_held():
                 if workload is not None:
                     workload.stop()
-                restored, failures = _put_back(run, rep)
+                failures = _put_back(run, rep)
         if failures:
             raise ExperimentError("; ".join(failures))
-        result.restored = restored
         return result
 
 
@@ -392,12 +391,13 @@ def signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _put_back(run: _Run, rep: Reporter) -> tuple[dict[str, str], list[str]]:
-    """Restore KSM settings, then the services (ksm.service writes run itself)."""
-    restored = dict(run.settings.saved)
+def _put_back(run: _Run, rep: Reporter) -> list[str]:
+    """Restore KSM settings, then the services (ksm.service writes run itself); return a
+    message per failure."""
+    restored = describe_settings(run.settings.saved)
     failures = run.settings.restore() + run.services.restore()
     rep.end_progress()
-    rep.info(f"restored: {describe_settings(restored)}")
+    rep.info(f"restored: {restored}")
     for failure in failures:
         rep.info(f"error: {failure}")
-    return restored, failures
+    return failures

@@ -20,7 +20,7 @@ class PlotUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Point:
-    seconds: float  # since KSM was started (step 5); negative before
+    seconds: float  # since KSM was started (step 5): no points are taken before
     pages_sharing: int
     saved_mb: float
 
