@@ -115,6 +115,20 @@ def test_unreadable_and_vanished_on_the_real_kernel() -> None:
     assert (report.processes, report.vanished, report.unreadable) == ((), 1, 0)
 
 
+def test_a_zombie_counts_as_vanished_at_every_read() -> None:
+    if not (PROC / "self" / "ksm_merging_pages").exists():
+        pytest.skip("no per-process KSM files (Linux before 5.19)")
+    pattern = re.compile(f"^{QEMU_NAME}$")
+    with qemu_like_process(1) as child:
+        assert child.stdin is not None
+        child.stdin.close()  # it exits; Popen does not reap it until wait()
+        stat = PROC / str(child.pid) / "stat"
+        wait_until(lambda: stat.read_text().split(") ")[1][0] == "Z", what="a zombie")
+        names = only(child.pid)  # a zombie keeps its name
+        reports = [read_vm_processes(PROC, names, pattern, 200) for _ in range(2)]
+    assert [(r.processes, r.vanished, r.unreadable) for r in reports] == [((), 1, 0)] * 2
+
+
 @pytest.mark.kernel
 def test_settles_on_the_real_kernel(real_ksm: KsmSettings, tmp_path: Path) -> None:
     if (REAL_KSM / "advisor_mode").exists():
