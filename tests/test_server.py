@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import time
@@ -35,18 +36,25 @@ def app() -> StubApp:
     return StubApp()
 
 
-def start(app: StubApp, **limits: float) -> ExporterHTTPServer:
+@contextlib.contextmanager
+def running(app: StubApp, **limits: float) -> Iterator[ExporterHTTPServer]:
     server = ExporterHTTPServer("127.0.0.1:0", app, limits=Limits(**limits))  # type: ignore[arg-type]
     server.serve_in_thread()
-    return server
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
 def server(app: StubApp) -> Iterator[ExporterHTTPServer]:
-    s = start(app)
-    yield s
-    s.shutdown()
-    s.server_close()
+    with running(app) as s:
+        yield s
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
 
 
 def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
@@ -152,7 +160,7 @@ def test_bad_requests_get_an_error_and_a_close(
 
 
 def test_endless_headers_are_cut_off(server: ExporterHTTPServer) -> None:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+    with connect(server.port) as s:
         s.sendall(b"GET / HTTP/1.1\r\n")
         try:
             for _ in range(40):
@@ -175,48 +183,33 @@ def test_a_failing_route_is_a_500_and_the_server_goes_on(server: ExporterHTTPSer
 
 
 def test_idle_keep_alive_connections_are_closed(app: StubApp) -> None:
-    server = start(app, idle_timeout=0.5)
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+    with running(app, idle_timeout=0.5) as server:
+        with connect(server.port) as s:
             s.sendall(b"GET / HTTP/1.1\r\n\r\n")
             assert s.recv(65536).startswith(b"HTTP/1.1 200")
             assert closed_by_server(s, 5)
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        with connect(server.port) as s:
             assert closed_by_server(s, 5)  # never sent a byte
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_slow_headers_are_cut_off(app: StubApp) -> None:
-    server = start(app, header_timeout=0.5, idle_timeout=30)
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-            s.sendall(b"GET / HTTP/1.1\r\nX-Slow: ")
-            assert closed_by_server(s, 5)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running(app, header_timeout=0.5, idle_timeout=30) as server, connect(server.port) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nX-Slow: ")
+        assert closed_by_server(s, 5)
 
 
 def test_a_client_that_does_not_read_is_dropped_and_others_are_served(app: StubApp) -> None:
-    server = start(app, write_timeout=0.5)
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as slow:
-            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            slow.sendall(b"GET /big HTTP/1.1\r\n\r\n")
-            # While the 4 MB answer is stuck, another client gets its answer.
-            assert raw(server.port, b"GET /quick HTTP/1.0\r\n\r\n").endswith(b"GET /quick\n")
-            wait_until(lambda: server.connection_count() == 0, timeout=5, what="the drop")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running(app, write_timeout=0.5) as server, connect(server.port) as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.sendall(b"GET /big HTTP/1.1\r\n\r\n")
+        # While the 4 MB answer is stuck, another client gets its answer.
+        assert raw(server.port, b"GET /quick HTTP/1.0\r\n\r\n").endswith(b"GET /quick\n")
+        wait_until(lambda: server.connection_count() == 0, timeout=5, what="the drop")
 
 
 def test_at_the_cap_the_oldest_idle_connection_makes_room(app: StubApp) -> None:
-    server = start(app, max_connections=3)
-    try:
-        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+    with running(app, max_connections=3) as server:
+        idle = [connect(server.port) for _ in range(3)]
         wait_until(lambda: server.connection_count() == 3, what="3 connections")
         time.sleep(0.05)
         idle[1].sendall(b"GET / HTTP/1.1\r\n\r\n")  # now idle[0] is the oldest idle one
@@ -228,15 +221,11 @@ def test_at_the_cap_the_oldest_idle_connection_makes_room(app: StubApp) -> None:
         assert idle[1].recv(65536).startswith(b"HTTP/1.1 200")
         for s in idle:
             s.close()
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_at_the_cap_with_none_idle_a_new_connection_is_refused(app: StubApp) -> None:
-    server = start(app, max_connections=2)
-    try:
-        busy = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+    with running(app, max_connections=2) as server:
+        busy = [connect(server.port) for _ in range(2)]
         for s in busy:
             s.sendall(b"GET / HTTP/1.1\r\nX-Unfinished: ")  # mid-request: not idle
         wait_until(lambda: server.connection_count() == 2, what="2 connections")
@@ -251,9 +240,6 @@ def test_at_the_cap_with_none_idle_a_new_connection_is_refused(app: StubApp) -> 
         assert busy[0].recv(65536).startswith(b"HTTP/1.1 200")
         for s in busy:
             s.close()
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_listen_address_in_use_is_an_oserror(server: ExporterHTTPServer, app: StubApp) -> None:
