@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ksm_exporter.commands.experiment import check_rights, confirm
+from ksm_exporter.commands.experiment import check_rights, confirm, plan
 from ksm_exporter.experiment import ksm_settings
 from ksm_exporter.experiment.flow import (
     Options,
@@ -221,6 +221,14 @@ def test_confirmation_needs_yes(answer: str, ok: bool) -> None:
     err = io.StringIO()
     assert confirm("plan", io.StringIO(answer), err) is ok
     assert err.getvalue().endswith("Continue? [y/N] ")
+
+
+def test_the_plan_names_the_speed_settings_given_and_only_those() -> None:
+    text = plan(Options(WorkloadSpec(4, 256 << 20), sleep_millisecs=10), 3 << 20)
+    assert "unmerge every merged page (3 MB more in use)" in text
+    assert "start 4 workload processes (4x256M, 75% identical across the processes)" in text
+    assert "  - start KSM with sleep_millisecs=10 and wait until it settles" in text
+    assert "  - start KSM and wait" in plan(Options(None), 0)
 
 
 # --- waiting for KSM to settle ------------------------------------------------------

@@ -69,28 +69,22 @@ def memory_needed(paths: Paths, spec: WorkloadSpec | None) -> tuple[int, int, in
     return unmerge, spec.total_bytes if spec else 0, available
 
 
-def plan(args: argparse.Namespace, spec: WorkloadSpec | None, unmerge: int) -> str:
+def plan(opts: Options, unmerge: int) -> str:
     lines = [
         "ksm-exporter experiment will, on this node:",
         f"  - stop KSM and unmerge every merged page ({mebibytes(unmerge)} MB more in use)",
     ]
-    if args.stop_ksmtuned:
+    if opts.stop_ksmtuned:
         lines.append("  - stop the ksmtuned and ksm services, if active")
-    if args.drop_caches:
+    if opts.drop_caches:
         lines.append("  - drop the page cache (echo 3 > /proc/sys/vm/drop_caches)")
+    spec = opts.workload
     if spec is not None:
         lines.append(
             f"  - start {spec.processes} workload processes ({spec.describe()}): "
             f"{mebibytes(spec.total_bytes)} MB"
         )
-    tuned = [
-        f"{k}={v}"
-        for k, v in (
-            ("pages_to_scan", args.pages_to_scan),
-            ("sleep_millisecs", args.sleep_millisecs),
-        )
-        if v is not None
-    ]
+    tuned = [f"{k}={v}" for k, v in opts.tuned.items()]
     lines.append(
         "  - start KSM"
         + (f" with {', '.join(tuned)}" if tuned else "")
@@ -135,15 +129,6 @@ def run(args: argparse.Namespace) -> int:
             f"({mebibytes(load)} MB) need more than {MEMORY_HEADROOM:.0%} of MemAvailable "
             f"({mebibytes(available)} MB)"
         )
-    if not args.yes:
-        if not sys.stdin.isatty():
-            return _fail("asks for confirmation on a terminal: pass --yes to run without one")
-        if not confirm(plan(args, spec, unmerge), sys.stdin, sys.stderr):
-            return _fail("not confirmed: nothing changed")
-
-    # With --json, stdout is the JSON alone; the steps go to stderr.
-    log = sys.stderr if args.json else sys.stdout
-    rep = Reporter(log)
     opts = Options(
         workload=spec,
         pages_to_scan=args.pages_to_scan,
@@ -156,6 +141,15 @@ def run(args: argparse.Namespace) -> int:
         sysfs=args.sysfs,
         procfs=args.procfs,
     )
+    if not args.yes:
+        if not sys.stdin.isatty():
+            return _fail("asks for confirmation on a terminal: pass --yes to run without one")
+        if not confirm(plan(opts, unmerge), sys.stdin, sys.stderr):
+            return _fail("not confirmed: nothing changed")
+
+    # With --json, stdout is the JSON alone; the steps go to stderr.
+    log = sys.stderr if args.json else sys.stdout
+    rep = Reporter(log)
     previous = {sig: signal.signal(sig, _on_signal) for sig in STOP_SIGNALS}
     try:
         result = run_experiment(opts, rep)

@@ -63,6 +63,12 @@ class Options:
     sysfs: Path = Path("/sys")
     procfs: Path = Path("/proc")
 
+    @property
+    def tuned(self) -> dict[str, int]:
+        """The KSM speed settings given for the run, by name; the node's own otherwise."""
+        given = {"pages_to_scan": self.pages_to_scan, "sleep_millisecs": self.sleep_millisecs}
+        return {k: v for k, v in given.items() if v is not None}
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -266,8 +272,7 @@ class _Run:
         disabled = make_matrix(unmerged, off, self.page, None)
         rep.step(4, f"free -m: {disabled.used_mb} MB used, {disabled.free_mb} MB free")
 
-        tuned = {"pages_to_scan": opts.pages_to_scan, "sleep_millisecs": opts.sleep_millisecs}
-        changes = {k: v for k, v in tuned.items() if v is not None}
+        changes = opts.tuned
         rep.step(
             5,
             "start KSM (echo 1 > run"
