@@ -24,9 +24,10 @@ class Response:
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
 
-
-def _text(status: int, message: str) -> Response:
-    return Response(status, "text/plain; charset=utf-8", (message + "\n").encode())
+    @classmethod
+    def text(cls, status: int, message: str) -> Response:
+        """A one-line plain-text answer (errors, health)."""
+        return cls(status, "text/plain; charset=utf-8", (message + "\n").encode())
 
 
 # Below this size gzip costs more CPU than the bytes it saves on a LAN.
@@ -48,7 +49,7 @@ class ExporterApp:
 
     def handle(self, method: str, path: str, headers: dict[str, str]) -> Response:
         if method not in ("GET", "HEAD"):
-            r = _text(405, "method not allowed")
+            r = Response.text(405, "method not allowed")
             r.headers.append(("Allow", "GET, HEAD"))
             return r
         path = path.split("?", 1)[0]
@@ -63,8 +64,8 @@ class ExporterApp:
             return Response(200, "application/json", json.dumps(history, indent=1).encode())
         if path == "/-/healthy":
             ok, why = self.healthy()
-            return _text(200 if ok else 503, why)
-        return _text(404, "not found")
+            return Response.text(200 if ok else 503, why)
+        return Response.text(404, "not found")
 
     def metrics(self, headers: dict[str, str]) -> Response:
         encoder, content_type = choose_encoder(headers.get("accept", ""))
@@ -72,7 +73,7 @@ class ExporterApp:
             body = encoder(self.registry)
         except Exception:  # a bug in a collector: say so, keep serving
             log.exception("collecting metrics failed")
-            return _text(500, "error collecting metrics; see the exporter's log")
+            return Response.text(500, "error collecting metrics; see the exporter's log")
         response = Response(200, content_type, body)
         if len(body) >= GZIP_MIN_BYTES and "gzip" in headers.get("accept-encoding", ""):
             response.body = gzip.compress(body, compresslevel=1)

@@ -512,7 +512,7 @@ class ExporterHTTPServer:
             return self.app.handle(req.method, req.target, req.headers)
         except Exception:
             log.exception("error handling %s %s", req.method, req.target)
-            return Response(500, "text/plain; charset=utf-8", b"internal server error\n")
+            return Response.text(500, "internal server error")
 
     # ---- basic auth ------------------------------------------------------------------
 
@@ -567,8 +567,7 @@ class ExporterHTTPServer:
     def _error(self, conn: _Conn, status: int, why: str) -> None:
         log.debug("%s: %d %s", conn.peer, status, why)
         req = _Request("GET", "", {}, close=True, has_body=False)
-        body = why.encode() + b"\n"
-        self._respond(conn, req, Response(status, "text/plain; charset=utf-8", body))
+        self._respond(conn, req, Response.text(status, why))
 
     def _respond(self, conn: _Conn, req: _Request, r: Response) -> None:
         lines = [
@@ -619,7 +618,7 @@ class ExporterHTTPServer:
 
 
 def _unauthorized() -> Response:
-    r = Response(401, "text/plain; charset=utf-8", b"Unauthorized\n")
+    r = Response.text(401, "Unauthorized")
     r.headers.append(("WWW-Authenticate", "Basic"))
     return r
 
