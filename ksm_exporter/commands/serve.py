@@ -61,7 +61,7 @@ class Daemon:
     wake: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
     reload_pending: bool = False
-    # Called in order on SIGHUP (web config, log level ...); a failing one is logged and
+    # Called in order on SIGHUP (now: the web config); a failing one is logged and
     # keeps the previous configuration, the others still run.
     reloaders: list[Callable[[], None]] = field(default_factory=list)
 
