@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from .derived import page_size
-from .readers import Paths
+from .readers import Paths, describe_error
 from .readers.meminfo import MemInfo, read_meminfo
 from .readers.sysfs_ksm import read_ksm
 from .snapshot import Snapshot
@@ -105,7 +105,7 @@ class KsmMonitor:
             memory: MemInfo | None = read_meminfo(self.paths.procfs)
         except (OSError, ValueError) as e:
             memory = None
-            errors[MEMINFO] = (e.strerror if isinstance(e, OSError) else None) or str(e)
+            errors[MEMINFO] = describe_error(e)
         snap = Snapshot(taken_at=time.time(), ksm=ksm, memory=memory, page_size=self.page_size)
         tried = set(ksm.raw) | set(ksm.errors) | {MEMINFO}
         self.read_errors.record(tried, errors, count_errors)

@@ -21,6 +21,7 @@ from ..ksmd import clock_ticks, cpu_seconds, read_ksmd_stat
 from ..ksmtuned import committed_kb, ksmtuned_alive, ksmtuned_inputs
 from ..monitor import ReadErrors
 from ..per_vm import ProcessReadErrors, read_vm_processes
+from ..readers import describe_error
 from ..readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
 from ..readers.meminfo import read_meminfo
 from ..readers.processes import ProcessNames, read_process_names
@@ -67,7 +68,7 @@ class ProcfsCollector(Collector):
         try:
             ksmd = read_ksmd_stat(self.procfs, names)
         except (OSError, ValueError) as e:
-            errors[KSMD_STAT] = _describe(e)
+            errors[KSMD_STAT] = describe_error(e)
         else:
             if ksmd is not None:
                 yield from ksmd_metrics(cpu_seconds(ksmd, self.clock_ticks))
@@ -76,7 +77,7 @@ class ProcfsCollector(Collector):
         except FileNotFoundError:
             pass  # a procfs without vmstat (a fixture tree): nothing to say
         except (OSError, ValueError) as e:
-            errors[VMSTAT] = _describe(e)
+            errors[VMSTAT] = describe_error(e)
         self.read_errors.record(tried, errors, count=True)
 
     def _ksmtuned(
@@ -87,7 +88,7 @@ class ProcfsCollector(Collector):
         try:
             config, problems = read_ksmtuned_conf(config_file)
         except OSError as e:
-            config, problems = KsmtunedConfig(), [_describe(e)]
+            config, problems = KsmtunedConfig(), [describe_error(e)]
         if problems:
             errors[config_file.name] = "; ".join(problems)
         try:

@@ -27,18 +27,30 @@ class Paths:
 MAX_FILE_BYTES = 4096
 
 
+def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
+    """Up to `limit` bytes of a file in one read: sysfs and procfs generate these files
+    whole. os.open/os.read rather than open(): no buffered file object to build and tear
+    down for each of the many small files a scrape reads (half the cost of the read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def describe_error(e: Exception) -> str:
+    """Why a read failed, in a few words: the OS's message, or the parser's."""
+    if isinstance(e, OSError):
+        return e.strerror or type(e).__name__
+    return str(e)
+
+
 def read_small_file(path: str | os.PathLike[str]) -> str:
     """Read a sysfs/procfs file of at most MAX_FILE_BYTES as text.
 
     Raises OSError (missing, unreadable, a directory) or ValueError (too long, not text).
     """
-    # os.open/os.read rather than open(): no buffered file object to build and tear down
-    # for each of the ~25 files a scrape reads (a third of a scrape's CPU time).
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        data = os.read(fd, MAX_FILE_BYTES + 1)
-    finally:
-        os.close(fd)
+    data = read_bytes(path, MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise ValueError(f"longer than {MAX_FILE_BYTES} bytes")
     try:

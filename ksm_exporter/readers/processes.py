@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import describe_error, read_bytes
+
 # /proc/PID/stat's flags bit for kernel threads (include/linux/sched.h).
 PF_KTHREAD = 0x00200000
 
@@ -32,22 +34,13 @@ class ProcessNames:
     error: str | None = None  # why the procfs root could not be listed
 
 
-def read_bytes(path: str, limit: int) -> bytes:
-    """Up to `limit` bytes of a file in one read: procfs generates these files whole."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.read(fd, limit)
-    finally:
-        os.close(fd)
-
-
 def read_process_names(procfs: Path) -> ProcessNames:
     """pid -> comm of every process; one that exits while being read is left out."""
     root = str(procfs)
     try:
         entries = os.listdir(root)
     except OSError as e:
-        return ProcessNames(error=e.strerror or type(e).__name__)
+        return ProcessNames(error=describe_error(e))
     names: dict[int, str] = {}
     prefix = root + "/"
     name_file = "/comm"

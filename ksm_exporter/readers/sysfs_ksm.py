@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import read_small_file
+from . import describe_error, read_small_file
 
 # The kernel prints these with %ld: they can go negative (general_profit when rmap_items
 # cost more than merging saves; the others transiently, as they are sums of racy counters).
@@ -129,7 +129,7 @@ def read_ksm(ksm_dir: Path, only: tuple[str, ...] | None = None) -> KsmReading:
         except FileNotFoundError:
             continue  # vanished between listdir and open: absent, as if never there
         except (OSError, ValueError) as e:
-            errors[name] = _describe(e)
+            errors[name] = describe_error(e)
             continue
         raw[name] = text.strip()
         try:
@@ -150,9 +150,3 @@ def read_ksm(ksm_dir: Path, only: tuple[str, ...] | None = None) -> KsmReading:
         errors=errors,
         ignored=tuple(ignored),
     )
-
-
-def _describe(e: Exception) -> str:
-    if isinstance(e, OSError):
-        return e.strerror or type(e).__name__
-    return str(e)
