@@ -17,10 +17,10 @@ from ksm_exporter.readers.ksmtuned_conf import (
     KsmtunedConfig,
     parse_ksmtuned_conf,
     read_ksmtuned_conf,
-    shell_words,
 )
 from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.processes import ProcessNames, read_process_names
+from ksm_exporter.readers.shell_assignments import shell_words
 
 from .support import FIXTURES
 
