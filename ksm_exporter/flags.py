@@ -66,12 +66,34 @@ def regex(text: str) -> re.Pattern[str]:
         raise argparse.ArgumentTypeError(f"not a regular expression: {text!r}: {e}") from None
 
 
+class FlagError(ValueError):
+    """A wrong flag, from a parser that raises rather than exits (a reload)."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """A wrong flag is one line saying what is wrong, not a usage dump."""
 
+    raise_errors = False
+
     def error(self, message: str) -> NoReturn:
+        if self.raise_errors:
+            raise FlagError(message)
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         sys.exit(2)
+
+
+def given_flags(parser: OneLineParser, argv: list[str]) -> dict[str, object]:
+    """dest -> value of the flags present in `argv` only (no defaults filled in).
+    Raises FlagError for a wrong flag instead of exiting."""
+    parser.raise_errors = True
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> the flag's name (--log.level), for messages."""
+    return {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
 
 
 def add_path_flags(p: argparse.ArgumentParser) -> None:
@@ -166,6 +188,15 @@ def serve_parser() -> OneLineParser:
         help="transitions kept and served (default 100)",
     )
     p.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info")
+    p.add_argument(
+        "--reload.args-file",
+        dest="reload_args_file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="on SIGHUP, read ARGS= from this settings file (/etc/default/ksm-exporter) and "
+        "apply --log.level; other changed flags are named and wait for a restart",
+    )
     p.add_argument("--log.format", dest="log_format", choices=("logfmt", "json"), default="logfmt")
     add_collector_flags(p)
     p.add_argument(

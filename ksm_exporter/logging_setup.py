@@ -59,5 +59,10 @@ def configure(level: str, fmt: str, handler: logging.Handler | None = None) -> l
     for h in list(root.handlers):
         root.removeHandler(h)
     root.addHandler(handler)
-    root.setLevel(_LEVELS[level])
+    set_level(level)
     return handler
+
+
+def set_level(level: str) -> None:
+    """Change the level of every logger at run time (a reload)."""
+    logging.getLogger().setLevel(_LEVELS[level])

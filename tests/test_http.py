@@ -125,3 +125,30 @@ def test_sigterm_as_soon_as_the_port_listens_exits_0_within_a_second(tmp_path: P
             exporter.proc.send_signal(signal.SIGTERM)
             assert exporter.proc.wait(5) == 0, exporter.log()
             assert time.monotonic() - started < 1.0, exporter.log()
+
+
+def test_sighup_rereads_args_from_the_settings_file(tmp_path: Path) -> None:
+    settings = tmp_path / "ksm-exporter.default"
+    settings.write_text('# /etc/default/ksm-exporter\nARGS=""\n')
+    root = copy_fixture("linux-6.18", tmp_path)
+    with run_exporter(root, f"--reload.args-file={settings}", tmp=tmp_path) as exporter:
+        exporter.get("/metrics")
+        assert "level=debug" not in exporter.log()
+
+        settings.write_text('ARGS="--log.level=debug --web.listen-address=:9999"\n')
+        exporter.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "log level changed" in exporter.log(), what="the new level applied")
+        log = exporter.log()
+        assert 'msg="flags changed in the settings file take effect at the next restart"' in log
+        assert "flags=--web.listen-address" in log
+        write_ksm(root, "run", 1)  # a debug line appears now
+        wait_until(lambda: "level=debug" in exporter.log(), what="a debug line")
+
+        settings.write_text('ARGS="--log.level=loud"\n')
+        exporter.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload failed" in exporter.log(), what="the refusal")
+        assert "--log.level: invalid choice: 'loud'" in exporter.log()
+        settings.write_text('ARGS="--version"\n')
+        exporter.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "are not settings" in exporter.log(), what="--version refused")
+        assert exporter.get("/metrics")[0] == 200 and exporter.proc.poll() is None

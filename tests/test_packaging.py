@@ -145,6 +145,8 @@ def test_unit_runs_the_service_the_issue_asks_for() -> None:
     assert argv[0] == "/usr/bin/ksm-exporter" and argv[-1] == "$ARGS"
     args = serve_parser().parse_args(argv[1:-1])
     assert args.state_file.parent == Path("/var/lib") / d["StateDirectory"][0]
+    # `systemctl reload` re-reads ARGS from the same file systemd took them from.
+    assert d["EnvironmentFile"] == [f"-{args.reload_args_file}"]
 
 
 def test_default_file_examples_are_real_flags() -> None:
@@ -204,7 +206,10 @@ def test_rpm_spec_parses_and_builds_a_source_rpm(tmp_path: Path) -> None:
     assert m, "no sed in the parsed spec"
     unit = unit_copy(tmp_path)
     subprocess.run(["sed", "-i", m.group(1), str(unit)], check=True)
-    assert directives(unit.read_text())["EnvironmentFile"] == ["-/etc/sysconfig/ksm-exporter"]
+    d = directives(unit.read_text())
+    assert d["EnvironmentFile"] == ["-/etc/sysconfig/ksm-exporter"]
+    assert "--reload.args-file=/etc/sysconfig/ksm-exporter" in d["ExecStart"][0]
+    assert "/etc/default" not in unit.read_text()
     verify(unit)
 
     # The source RPM from the tarball the spec's header comment says how to make.

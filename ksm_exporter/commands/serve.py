@@ -18,9 +18,11 @@ from .. import __version__
 from ..exposition.metrics import KsmCollector
 from ..exposition.procfs import ProcfsCollector, ProcfsOptions
 from ..exposition.settle import SettleCollector
-from ..logging_setup import configure
+from ..flags import FlagError, flag_names, given_flags, serve_parser
+from ..logging_setup import configure, set_level
 from ..monitor import KsmMonitor
-from ..readers import Paths
+from ..readers import Paths, describe_error
+from ..readers.shell_assignments import parse_assignments
 from ..settle import SettleTracker
 from ..state_file import StateFile
 from ..systemd_integration import ServiceNotifier, journal_handler
@@ -137,6 +139,44 @@ def web_config_reloader(server: ExporterHTTPServer, path: Path) -> Callable[[], 
     return reload_web_config
 
 
+def args_file_reloader(path: Path, args: argparse.Namespace) -> Callable[[], None]:
+    """SIGHUP with --reload.args-file: read ARGS= from the service's settings file again.
+    systemd put ARGS on our command line at start and cannot change it in a running
+    process, so `systemctl reload` after editing the file would otherwise do nothing.
+    --log.level takes effect now; any other flag that changed is named in the log and
+    takes effect at the next restart. A file or ARGS that does not parse changes nothing."""
+
+    def reload_args() -> None:
+        try:
+            assigned, problems = parse_assignments(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise RuntimeError(f"{path}: {describe_error(e)}") from e
+        if problems:
+            raise RuntimeError(f"{path}: {'; '.join(problems)}")
+        # systemd splits an unquoted $ARGS at white space.
+        argv = assigned.get("ARGS", "").split()
+        try:
+            given = given_flags(serve_parser(), argv)
+        except FlagError as e:
+            raise RuntimeError(f"ARGS in {path}: {e}") from e
+        except SystemExit:  # --help or --version in ARGS: printed, but must not stop us
+            raise RuntimeError(f"ARGS in {path}: --help and --version are not settings") from None
+        level = given.pop("log_level", args.log_level)
+        if level != args.log_level:
+            set_level(level)
+            args.log_level = level
+            log.info("log level changed", extra={"fields": {"level": level}})
+        names = flag_names(serve_parser())
+        later = sorted(names[dest] for dest, value in given.items() if value != getattr(args, dest))
+        if later:
+            log.warning(
+                "flags changed in the settings file take effect at the next restart",
+                extra={"fields": {"file": str(path), "flags": " ".join(later)}},
+            )
+
+    return reload_args
+
+
 def build(args: argparse.Namespace) -> Daemon:
     paths = Paths(args.sysfs, args.procfs)
     state_file = StateFile(args.state_file) if args.state_file else None
@@ -153,6 +193,8 @@ def build(args: argparse.Namespace) -> Daemon:
     limits = Limits(max_connections=args.max_connections)
     server = ExporterHTTPServer(args.listen_address, app, web, limits)
     daemon = Daemon(monitor, watcher, server)
+    if args.reload_args_file:
+        daemon.reloaders.append(args_file_reloader(args.reload_args_file, args))
     if args.web_config_file:
         daemon.reloaders.append(web_config_reloader(server, args.web_config_file))
     return daemon
