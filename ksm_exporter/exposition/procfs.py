@@ -17,14 +17,21 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from ..derived import page_size
-from ..ksmd import clock_ticks, cpu_seconds, read_ksmd_stat
-from ..ksmtuned import committed_kb, ksmtuned_alive, ksmtuned_inputs
+from ..ksmd import KSMD, clock_ticks, cpu_seconds, read_ksmd_stat
+from ..ksmtuned import (
+    KSMTUNED_NAME,
+    KSMTUNED_QEMU,
+    committed_kb,
+    ksmtuned_alive,
+    ksmtuned_inputs,
+)
 from ..monitor import ReadErrors
 from ..per_vm import ProcessReadErrors, read_vm_processes
+from ..process_names import ProcessNameCache
 from ..readers import describe_error
 from ..readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
 from ..readers.meminfo import read_meminfo
-from ..readers.processes import ProcessNames, read_process_names
+from ..readers.processes import ProcessNames
 from ..readers.vmstat import read_vmstat
 from .cost import ksmd_metrics, vmstat_metrics
 from .ksmtuned import ksmtuned_metrics
@@ -51,11 +58,21 @@ class ProcfsCollector(Collector):
         self.process_errors = ProcessReadErrors()
         self.page_size = page_size()
         self.clock_ticks = clock_ticks()
+        self.process_names = ProcessNameCache(self._name_matters)
+
+    def _name_matters(self, name: str) -> bool:
+        """A process whose name this collector reports on: checked at every scrape."""
+        pattern = self.options.process_pattern
+        return (
+            name in (KSMD, KSMTUNED_NAME)
+            or KSMTUNED_QEMU.search(name) is not None
+            or (pattern is not None and pattern.search(name) is not None)
+        )
 
     def collect(self) -> Iterator[Metric]:
         tried: set[str] = {PROC, VMSTAT, KSMD_STAT}
         errors: dict[str, str] = {}
-        names = read_process_names(self.procfs)
+        names = self.process_names.names(self.procfs)
         if names.error is not None:
             errors[PROC] = names.error
         if self.options.process_pattern is not None:

@@ -13,6 +13,7 @@ file came in 2.6.33, before it the name is read from stat.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,21 +35,20 @@ class ProcessNames:
     error: str | None = None  # why the procfs root could not be listed
 
 
-def read_process_names(procfs: Path) -> ProcessNames:
-    """pid -> comm of every process; one that exits while being read is left out."""
-    root = str(procfs)
-    try:
-        entries = os.listdir(root)
-    except OSError as e:
-        return ProcessNames(error=describe_error(e))
+def list_pids(procfs: Path) -> list[int]:
+    """The pids under <procfs>. Raises OSError when the root cannot be listed."""
+    return [int(entry) for entry in os.listdir(procfs) if entry.isdigit()]
+
+
+def read_names(procfs: Path, pids: Iterable[int]) -> dict[int, str]:
+    """pid -> comm of the given processes; one that exits while being read is left out."""
     names: dict[int, str] = {}
-    prefix = root + "/"
+    prefix = f"{procfs}/"
     name_file = "/comm"
     # The hot loop of a scrape: os.open/os.read rather than open() (half the time), and
     # no per-process objects.
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    for pid in pids:
+        entry = str(pid)
         try:
             data = read_bytes(prefix + entry + name_file, 512)
         except FileNotFoundError:
@@ -63,8 +63,17 @@ def read_process_names(procfs: Path) -> ProcessNames:
             continue
         if name_file == "/stat":
             data = data[data.find(b"(") + 1 : data.rfind(b")")]
-        names[int(entry)] = data.rstrip(b"\n").decode("utf-8", "replace")
-    return ProcessNames(names=names)
+        names[pid] = data.rstrip(b"\n").decode("utf-8", "replace")
+    return names
+
+
+def read_process_names(procfs: Path) -> ProcessNames:
+    """pid -> comm of every process; one that exits while being read is left out."""
+    try:
+        pids = list_pids(procfs)
+    except OSError as e:
+        return ProcessNames(error=describe_error(e))
+    return ProcessNames(names=read_names(procfs, pids))
 
 
 def read_cmdline(procfs: Path, pid: int) -> list[str]:
