@@ -1,6 +1,6 @@
 """ksm-exporter against node_exporter's ksmd collector, side by side in one run.
 
-    python bench/compare_node_exporter.py [--scrapes 3000] [--idle-seconds 30]
+    python -m bench.compare_node_exporter [--scrapes 3000] [--idle-seconds 30]  # repo root
 
 Both exporters serve the same copy of tests/fixtures/linux-6.18 on loopback:
 - ours: `python -m ksm_exporter` with its defaults (1 s watcher interval, exporter metrics on);
@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.http_client import KeepAliveClient, rss_bytes
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "linux-6.18"
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
@@ -55,68 +57,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Client:
-    """One keep-alive HTTP/1.1 connection; reads Content-Length or chunked bodies (Go's
-    server sends a large uncompressed body chunked)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def get(self, request: bytes) -> int:
-        self.sock.sendall(request)
-        while b"\r\n\r\n" not in self.buf:
-            self._recv()
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        headers = {}
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get(b"transfer-encoding") == b"chunked":
-            while True:
-                size = self._chunk()
-                if size == 0:
-                    self._take(2)  # the CRLF after the last chunk (no trailers)
-                    return status
-        self._take(int(headers.get(b"content-length", 0)))
-        return status
-
-    def _chunk(self) -> int:
-        while b"\r\n" not in self.buf:
-            self._recv()
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        size = int(line.split(b";")[0], 16)
-        if size:
-            self._take(size + 2)
-        return size
-
-    def _take(self, n: int) -> None:
-        while len(self.buf) < n:
-            self._recv()
-        self.buf = self.buf[n:]
-
-    def _recv(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("server closed the connection")
-        self.buf += data
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 @dataclass
@@ -136,12 +79,12 @@ class Target:
 def sequential(
     t: Target, n: int, request: bytes, out: list[float], count_cpu: bool = False
 ) -> None:
-    c = Client(t.port)
+    c = KeepAliveClient(t.port)
     try:
         cpu0 = cpu_seconds(t.proc.pid)
         for _ in range(n):
             start = time.perf_counter()
-            status = c.get(request)
+            status, _ = c.get(request)
             out.append(time.perf_counter() - start)
             assert status == 200, status
         if count_cpu:
@@ -178,8 +121,8 @@ def wait_up(t: Target) -> None:
         if t.proc.poll() is not None:
             sys.exit(f"{t.name} exited with {t.proc.returncode}")
         try:
-            c = Client(t.port)
-            if c.get(PLAIN) == 200:
+            c = KeepAliveClient(t.port)
+            if c.get(PLAIN)[0] == 200:
                 c.close()
                 return
         except OSError:
@@ -250,7 +193,7 @@ def main() -> int:
                 sequential(t, per_round // 3, PROMETHEUS, t.prom)
                 concurrent(t, 16, conc_round)
         for t in targets:
-            t.rss = rss_mb(t.proc.pid)
+            t.rss = rss_bytes(t.proc.pid) / 2**20
         cpu0 = {t.name: cpu_seconds(t.proc.pid) for t in targets}
         time.sleep(args.idle_seconds)
         for t in targets:

@@ -1,5 +1,6 @@
-"""A minimal keep-alive HTTP/1.1 client for load tests: cheap enough that the exporter,
-not the client, is what a test measures."""
+"""A minimal keep-alive HTTP/1.1 client for load tests and the benchmark: cheap enough
+that the exporter, not the client, is what is measured. Reads Content-Length and chunked
+bodies (node_exporter's Go server sends a large uncompressed body chunked)."""
 
 from __future__ import annotations
 
@@ -24,15 +25,32 @@ class KeepAliveClient:
         head, self.buf = self.buf[:end], self.buf[end + 4 :]
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
-        length = 0
+        headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-        while len(self.buf) < length:
+            headers[name.strip().lower()] = value.strip()
+        if headers.get(b"transfer-encoding") == b"chunked":
+            chunks = []
+            while chunk := self._chunk():
+                chunks.append(chunk)
+            self._take(2)  # the CRLF after the last chunk (no trailers)
+            return status, b"".join(chunks)
+        return status, self._take(int(headers.get(b"content-length", 0)))
+
+    def _chunk(self) -> bytes:
+        while (end := self.buf.find(b"\r\n")) < 0:
             self._recv()
-        body, self.buf = self.buf[:length], self.buf[length:]
-        return status, body
+        size = int(self.buf[:end].split(b";")[0], 16)
+        self.buf = self.buf[end + 2 :]
+        if not size:
+            return b""
+        return self._take(size + 2)[:-2]
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._recv()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
 
     def _recv(self) -> None:
         data = self.sock.recv(262144)
