@@ -155,8 +155,9 @@ def args_file_reloader(path: Path, args: argparse.Namespace) -> Callable[[], Non
             raise RuntimeError(f"{path}: {'; '.join(problems)}")
         # systemd splits an unquoted $ARGS at white space.
         argv = assigned.get("ARGS", "").split()
+        parser = serve_parser()
         try:
-            given = given_flags(serve_parser(), argv)
+            given = given_flags(parser, argv)
         except FlagError as e:
             raise RuntimeError(f"ARGS in {path}: {e}") from e
         except SystemExit:  # --help or --version in ARGS: printed, but must not stop us
@@ -166,7 +167,7 @@ def args_file_reloader(path: Path, args: argparse.Namespace) -> Callable[[], Non
             set_level(level)
             args.log_level = level
             log.info("log level changed", extra={"fields": {"level": level}})
-        names = flag_names(serve_parser())
+        names = flag_names(parser)
         later = sorted(names[dest] for dest, value in given.items() if value != getattr(args, dest))
         if later:
             log.warning(
