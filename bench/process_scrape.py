@@ -25,18 +25,18 @@ import psutil
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from ksm_exporter.collectors.process_names import ProcessNameCache
+from ksm_exporter.collectors.procfs import ProcfsCollector, ProcfsOptions
+from ksm_exporter.collectors.settle import SettleCollector
 from ksm_exporter.commands.serve import build_registry
-from ksm_exporter.derived import page_size
-from ksm_exporter.exposition.procfs import ProcfsCollector, ProcfsOptions
-from ksm_exporter.exposition.settle import SettleCollector
-from ksm_exporter.ksmtuned import committed_kb
-from ksm_exporter.monitor import KsmMonitor, ReadErrors
-from ksm_exporter.per_vm import QEMU_PATTERN, read_vm_processes
-from ksm_exporter.process_names import ProcessNameCache
+from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers import Paths
+from ksm_exporter.readers.ksmtuned import committed_kb
 from ksm_exporter.readers.processes import read_process_names
-from ksm_exporter.settle import SettleTracker
-from ksm_exporter.transitions import TransitionTracker
+from ksm_exporter.readers.vm_processes import QEMU_PATTERN, read_vm_processes
+from ksm_exporter.state.monitor import KsmMonitor, ReadErrors
+from ksm_exporter.state.settle import SettleTracker
+from ksm_exporter.state.transitions import TransitionTracker
 from tests.fake_procfs import write_compute_node
 from tests.support import FIXTURES
 

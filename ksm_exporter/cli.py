@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from . import flags
+from ksm_exporter import flags
 
 
 def main(argv: Sequence[str] | None = None) -> int:

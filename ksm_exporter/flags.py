@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
-from .logging_setup import LEVELS
-from .per_vm import QEMU_PATTERN
-from .readers.ksmtuned_conf import DEFAULT_PATH as DEFAULT_KSMTUNED_CONFIG
-from .settle import DEFAULT_FULL_SCANS as DEFAULT_SETTLE_FULL_SCANS
+from ksm_exporter import __version__
+from ksm_exporter.daemon.logging_setup import LEVELS
+from ksm_exporter.readers.ksmtuned_conf import DEFAULT_PATH as DEFAULT_KSMTUNED_CONFIG
+from ksm_exporter.readers.vm_processes import QEMU_PATTERN
+from ksm_exporter.state.settle import DEFAULT_FULL_SCANS as DEFAULT_SETTLE_FULL_SCANS
 
 DEFAULT_LISTEN = ":9941"
 

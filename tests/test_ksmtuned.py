@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ksm_exporter.ksmtuned import (
+from ksm_exporter.readers.ksmtuned import (
     committed_kb,
     ksmtuned_alive,
     ksmtuned_inputs,

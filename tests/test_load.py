@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ksm_exporter.web.server import raise_fd_limit
+from ksm_exporter.daemon.web.server import raise_fd_limit
 
 from .certs import make_certs
 from .http_client import KeepAliveClient, rss_bytes

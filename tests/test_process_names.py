@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ksm_exporter import process_names
-from ksm_exporter.process_names import SWEEP_SCRAPES, ProcessNameCache
+from ksm_exporter.collectors import process_names
+from ksm_exporter.collectors.process_names import SWEEP_SCRAPES, ProcessNameCache
 from ksm_exporter.readers.processes import read_names
 
 

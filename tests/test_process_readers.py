@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ksm_exporter.ksmd import cpu_seconds, read_ksmd_stat
-from ksm_exporter.qemu import guest_name, split_option_list, vm_name
+from ksm_exporter.model.qemu import guest_name, split_option_list, vm_name
+from ksm_exporter.readers.ksmd import cpu_seconds, read_ksmd_stat
 from ksm_exporter.readers.process_ksm import (
     NoKsmFiles,
     ProcessKsm,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ksm_exporter.per_vm import QEMU_PATTERN, read_vm_processes
 from ksm_exporter.readers.processes import read_process_names
+from ksm_exporter.readers.vm_processes import QEMU_PATTERN, read_vm_processes
 
 from .fake_procfs import write_compute_node
 from .test_procfs_collector import collector, scrape

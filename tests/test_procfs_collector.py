@@ -14,11 +14,16 @@ from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from ksm_exporter import flags
-from ksm_exporter.derived import page_size
-from ksm_exporter.exposition.procfs import ProcfsCollector, ProcfsOptions
-from ksm_exporter.monitor import ReadErrors
-from ksm_exporter.per_vm import QEMU_PATTERN, ProcessReadErrors, ProcessReport, read_vm_processes
+from ksm_exporter.collectors.procfs import ProcfsCollector, ProcfsOptions
+from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers.processes import read_process_names
+from ksm_exporter.readers.vm_processes import (
+    QEMU_PATTERN,
+    ProcessReadErrors,
+    ProcessReport,
+    read_vm_processes,
+)
+from ksm_exporter.state.monitor import ReadErrors
 
 from .as_nobody import run_as_nobody
 from .support import FIXTURES, copy_fixture, parse_samples, run_exporter
@@ -240,7 +245,7 @@ def test_unreadable_processes_are_logged_when_they_start_and_stop(
 ) -> None:
     errors = ProcessReadErrors()
     failing = ProcessReport(processes=(), unreadable=2, first_error="/proc/7: denied")
-    with caplog.at_level(logging.INFO, logger="ksm_exporter.per_vm"):
+    with caplog.at_level(logging.INFO, logger="ksm_exporter.readers.vm_processes"):
         for report in (failing, failing, ProcessReport(processes=(), vanished=1), failing):
             errors.record(report)
     assert [r.getMessage() for r in caplog.records] == [

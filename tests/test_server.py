@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ksm_exporter.web.app import Response
-from ksm_exporter.web.server import ExporterHTTPServer, Limits
+from ksm_exporter.daemon.web.app import Response
+from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits
 
 from .support import wait_until
 

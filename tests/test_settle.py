@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ksm_exporter.readers.sysfs_ksm import KsmReading
-from ksm_exporter.settle import SettleState, SettleTracker, stable
-from ksm_exporter.snapshot import Snapshot
+from ksm_exporter.state.settle import SettleState, SettleTracker, stable
+from ksm_exporter.state.snapshot import Snapshot
 
 STOPPED, RUNNING, UNMERGING = 0, 1, 2
 

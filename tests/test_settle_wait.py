@@ -1,6 +1,6 @@
 """The settle rule as the experiment waits on it, and the experiment's idle-ksmd check.
 
-The experiment and the daemon share one rule, ksm_exporter.settle.SettleTracker (its own
+The experiment and the daemon share one rule, ksm_exporter.state.settle.SettleTracker (its own
 cases are in test_settle.py). The cases here are those the experiment's former copy of the
 rule was tested with, now against SettleTracker: looks while KSM runs, one per full scan
 unless said otherwise.
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ksm_exporter.experiment.settle_wait import IdleKsmd, idle_after
-from ksm_exporter.settle import SettleTracker
+from ksm_exporter.state.settle import SettleTracker
 
 RUNNING = 1
 

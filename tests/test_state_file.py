@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from ksm_exporter.derived import RunState
-from ksm_exporter.state_file import StateFile
-from ksm_exporter.transitions import TransitionTracker
+from ksm_exporter.model.derived import RunState
+from ksm_exporter.state.state_file import StateFile
+from ksm_exporter.state.transitions import TransitionTracker
 
 from .support import REPO, copy_fixture, run_exporter, wait_until, write_ksm
 
@@ -52,8 +52,8 @@ def test_unwritable_location_keeps_going_and_counts(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from ksm_exporter.state_file import StateFile
-from ksm_exporter.transitions import TransitionTracker
+from ksm_exporter.state.state_file import StateFile
+from ksm_exporter.state.transitions import TransitionTracker
 sf = StateFile(Path(sys.argv[1]))
 tracker = TransitionTracker(max_history=100, restored=sf.load())
 start = int(sys.argv[2])

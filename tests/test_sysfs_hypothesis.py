@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ksm_exporter.exposition.ksm_files import BY_FILE
-from ksm_exporter.exposition.metrics import KsmCollector
-from ksm_exporter.monitor import KsmMonitor
+from ksm_exporter.collectors.ksm import KsmCollector
+from ksm_exporter.collectors.ksm_files import BY_FILE
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.sysfs_ksm import SIGNED_FILES
-from ksm_exporter.transitions import TransitionTracker
+from ksm_exporter.state.monitor import KsmMonitor
+from ksm_exporter.state.transitions import TransitionTracker
 
 from .support import FIXTURES, parse_samples, run_exporter
 

@@ -19,13 +19,8 @@ from pathlib import Path
 import pytest
 
 from ksm_exporter.commands.serve import log_transition
-from ksm_exporter.derived import MIB, page_size
-from ksm_exporter.flags import serve_parser
-from ksm_exporter.logging_setup import configure
-from ksm_exporter.monitor import KsmMonitor
-from ksm_exporter.readers import Paths
-from ksm_exporter.readers.meminfo import read_meminfo
-from ksm_exporter.systemd_integration import (
+from ksm_exporter.daemon.logging_setup import configure
+from ksm_exporter.daemon.systemd import (
     JournalHandler,
     ServiceNotifier,
     journal_handler,
@@ -33,8 +28,13 @@ from ksm_exporter.systemd_integration import (
     stderr_is_journal,
     watchdog_seconds,
 )
-from ksm_exporter.transitions import TransitionTracker
-from ksm_exporter.watcher import Watcher
+from ksm_exporter.daemon.watcher import Watcher
+from ksm_exporter.flags import serve_parser
+from ksm_exporter.model.derived import MIB, page_size
+from ksm_exporter.readers import Paths
+from ksm_exporter.readers.meminfo import read_meminfo
+from ksm_exporter.state.monitor import KsmMonitor
+from ksm_exporter.state.transitions import TransitionTracker
 
 from .support import (
     NotifySocket,

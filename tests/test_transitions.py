@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from ksm_exporter.derived import RunState, is_running, run_state, sharing_ratio
+from ksm_exporter.model.derived import RunState, is_running, run_state, sharing_ratio
 from ksm_exporter.readers.meminfo import MemInfo
-from ksm_exporter.transitions import Transition, TransitionTracker
+from ksm_exporter.state.transitions import Transition, TransitionTracker
 
 MEM = MemInfo(total=32 * 2**30, free=6 * 2**30, available=10 * 2**30)
 

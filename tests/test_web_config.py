@@ -15,8 +15,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from ksm_exporter.web.server import ExporterHTTPServer
-from ksm_exporter.web.webconfig import WebConfigError, load_web_config, parse_web_config
+from ksm_exporter.daemon.web.server import ExporterHTTPServer
+from ksm_exporter.daemon.web.webconfig import WebConfigError, load_web_config, parse_web_config
 
 from .certs import Certs, make_certs
 from .support import copy_fixture, exporter_command, free_port, run_exporter, wait_until

@@ -14,15 +14,15 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from ..derived import mebibytes, page_size, saved_bytes
-from ..experiment.flow import STOP_SIGNALS, Options, Reporter, Result, run_experiment
-from ..experiment.ksm_settings import KsmUnavailable, check_writable
-from ..experiment.matrix import matrices_json, matrices_table
-from ..experiment.plot import PlotUnavailable, require_matplotlib, write_plot
-from ..experiment.workload import WorkloadSpec
-from ..readers import Paths
-from ..readers.meminfo import read_meminfo
-from ..readers.sysfs_ksm import read_ksm
+from ksm_exporter.experiment.flow import STOP_SIGNALS, Options, Reporter, Result, run_experiment
+from ksm_exporter.experiment.ksm_settings import KsmUnavailable, check_writable
+from ksm_exporter.experiment.matrix import matrices_json, matrices_table
+from ksm_exporter.experiment.plot import PlotUnavailable, require_matplotlib, write_plot
+from ksm_exporter.experiment.workload import WorkloadSpec
+from ksm_exporter.model.derived import mebibytes, page_size, saved_bytes
+from ksm_exporter.readers import Paths
+from ksm_exporter.readers.meminfo import read_meminfo
+from ksm_exporter.readers.sysfs_ksm import read_ksm
 
 # Use at most this much of MemAvailable: the node's guests keep running during the test.
 MEMORY_HEADROOM = 0.9

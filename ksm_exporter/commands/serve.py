@@ -14,23 +14,23 @@ from pathlib import Path
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .. import __version__
-from ..exposition.metrics import KsmCollector
-from ..exposition.procfs import ProcfsCollector, ProcfsOptions
-from ..exposition.settle import SettleCollector
-from ..flags import FlagError, flag_names, given_flags, serve_parser
-from ..logging_setup import configure, set_level
-from ..monitor import KsmMonitor
-from ..readers import Paths, describe_error
-from ..readers.shell_assignments import parse_assignments
-from ..settle import SettleTracker
-from ..state_file import StateFile
-from ..systemd_integration import ServiceNotifier, journal_handler
-from ..transitions import Transition, TransitionTracker
-from ..watcher import Watcher
-from ..web.app import ExporterApp
-from ..web.server import ExporterHTTPServer, Limits, ListenAddressError
-from ..web.webconfig import WebConfig, WebConfigError, load_web_config
+from ksm_exporter import __version__
+from ksm_exporter.collectors.ksm import KsmCollector
+from ksm_exporter.collectors.procfs import ProcfsCollector, ProcfsOptions
+from ksm_exporter.collectors.settle import SettleCollector
+from ksm_exporter.daemon.logging_setup import configure, set_level
+from ksm_exporter.daemon.systemd import ServiceNotifier, journal_handler
+from ksm_exporter.daemon.watcher import Watcher
+from ksm_exporter.daemon.web.app import ExporterApp
+from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits, ListenAddressError
+from ksm_exporter.daemon.web.webconfig import WebConfig, WebConfigError, load_web_config
+from ksm_exporter.flags import FlagError, flag_names, given_flags, serve_parser
+from ksm_exporter.readers import Paths, describe_error
+from ksm_exporter.readers.shell_assignments import parse_assignments
+from ksm_exporter.state.monitor import KsmMonitor
+from ksm_exporter.state.settle import SettleTracker
+from ksm_exporter.state.state_file import StateFile
+from ksm_exporter.state.transitions import Transition, TransitionTracker
 
 log = logging.getLogger("ksm_exporter")
 

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from ..derived import mebibytes, page_size, saved_bytes, sharing_ratio
-from ..readers import Paths
-from ..readers.sysfs_ksm import KsmReading, read_ksm
+from ksm_exporter.model.derived import mebibytes, page_size, saved_bytes, sharing_ratio
+from ksm_exporter.readers import Paths
+from ksm_exporter.readers.sysfs_ksm import KsmReading, read_ksm
 
 # The script's own lines, in its order, after "KSM saved" and "Sharing_Rate".
 SCRIPT_FILES = (

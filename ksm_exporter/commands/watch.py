@@ -9,11 +9,11 @@ import threading
 import time
 from typing import TextIO
 
-from ..derived import is_running
-from ..readers import Paths
-from ..readers.meminfo import read_meminfo
-from ..readers.sysfs_ksm import read_ksm
-from ..watch_format import watch_line, watch_message
+from ksm_exporter.model.derived import is_running
+from ksm_exporter.model.watch_format import watch_line, watch_message
+from ksm_exporter.readers import Paths
+from ksm_exporter.readers.meminfo import read_meminfo
+from ksm_exporter.readers.sysfs_ksm import read_ksm
 
 
 def watch(paths: Paths, interval: float, out: TextIO, stop: threading.Event) -> None:

@@ -25,20 +25,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from ..commands.status import awk_number
-from ..derived import MIB, is_running, mebibytes, page_size, saved_bytes, sharing_ratio
-from ..ksmd import clock_ticks, cpu_seconds, read_ksmd_stat
-from ..readers import Paths
-from ..readers.meminfo import MemInfo, read_meminfo
-from ..readers.processes import read_process_names
-from ..readers.sysfs_ksm import read_ksm
-from ..settle import DEFAULT_FULL_SCANS, SettleTracker
-from .ksm_settings import LOCK_PATH, KsmSettings, exclusive_ksm
-from .matrix import Matrix
-from .plot import Point
-from .services import KsmServices, ksmtuned_pids
-from .settle_wait import IdleKsmd, idle_after
-from .workload import Workload, WorkloadSpec
+from ksm_exporter.commands.status import awk_number
+from ksm_exporter.experiment.ksm_settings import LOCK_PATH, KsmSettings, exclusive_ksm
+from ksm_exporter.experiment.matrix import Matrix
+from ksm_exporter.experiment.plot import Point
+from ksm_exporter.experiment.services import KsmServices, ksmtuned_pids
+from ksm_exporter.experiment.settle_wait import IdleKsmd, idle_after
+from ksm_exporter.experiment.workload import Workload, WorkloadSpec
+from ksm_exporter.model.derived import (
+    MIB,
+    is_running,
+    mebibytes,
+    page_size,
+    saved_bytes,
+    sharing_ratio,
+)
+from ksm_exporter.readers import Paths
+from ksm_exporter.readers.ksmd import clock_ticks, cpu_seconds, read_ksmd_stat
+from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
+from ksm_exporter.readers.processes import read_process_names
+from ksm_exporter.readers.sysfs_ksm import read_ksm
+from ksm_exporter.state.settle import DEFAULT_FULL_SCANS, SettleTracker
 
 STEPS = 8
 # Ctrl-C, kill, and a closed terminal: each ends the run through the cleanup.
@@ -330,7 +337,7 @@ class _Run:
                 )
 
     def wait_settled(self, start: Reading) -> float | None:
-        """Seconds from KSM start until the daemon's settle rule (ksm_exporter.settle)
+        """Seconds from KSM start until the daemon's settle rule (ksm_exporter.state.settle)
         holds, or ksmd is idle; None after --timeout."""
         tracker = SettleTracker(full_scans=self.opts.settle_scans)
         idle = IdleKsmd(idle_after(int(self.settings.read("sleep_millisecs"))))

@@ -13,8 +13,8 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..ksmtuned import KSMTUNED_NAME
-from ..readers.processes import read_process_names
+from ksm_exporter.readers.ksmtuned import KSMTUNED_NAME
+from ksm_exporter.readers.processes import read_process_names
 
 # ksmtuned first: it would start ksm again. Started again in the reverse order.
 UNITS = ("ksmtuned", "ksm")

@@ -1,6 +1,6 @@
 """What the experiment adds to the settle rule while it waits: an idle ksmd.
 
-When KSM has settled is decided by the daemon's rule, ksm_exporter.settle (pages_sharing
+When KSM has settled is decided by the daemon's rule, ksm_exporter.state.settle (pages_sharing
 moved by less than 1% over the last K full scans). That rule needs full scans to complete;
 this module covers the one case where they stop.
 """

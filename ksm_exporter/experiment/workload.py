@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from .mergeable import PAGE_SIZE, MergeableMemory
+from ksm_exporter.experiment.mergeable import PAGE_SIZE, MergeableMemory
 
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .shell_assignments import parse_assignments
+from ksm_exporter.readers.shell_assignments import parse_assignments
 
 DEFAULT_PATH = Path("/etc/ksmtuned.conf")
 

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import read_bytes
+from ksm_exporter.readers import read_bytes
 
 MERGING_PAGES = "ksm_merging_pages"
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import describe_error, read_bytes
+from ksm_exporter.readers import describe_error, read_bytes
 
 # /proc/PID/stat's flags bit for kernel threads (include/linux/sched.h).
 PF_KTHREAD = 0x00200000

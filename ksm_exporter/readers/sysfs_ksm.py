@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import describe_error, read_small_file
+from ksm_exporter.readers import describe_error, read_small_file
 
 # The kernel prints these with %ld: they can go negative (general_profit when rmap_items
 # cost more than merging saves; the others transiently, as they are sums of racy counters).

@@ -16,26 +16,26 @@ from pathlib import Path
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from ..derived import page_size
-from ..ksmd import KSMD, clock_ticks, cpu_seconds, read_ksmd_stat
-from ..ksmtuned import (
+from ksm_exporter.collectors.cost import ksmd_metrics, vmstat_metrics
+from ksm_exporter.collectors.ksmtuned import ksmtuned_metrics
+from ksm_exporter.collectors.per_vm import vm_metrics
+from ksm_exporter.collectors.process_names import ProcessNameCache
+from ksm_exporter.model.derived import page_size
+from ksm_exporter.readers import describe_error
+from ksm_exporter.readers.ksmd import KSMD, clock_ticks, cpu_seconds, read_ksmd_stat
+from ksm_exporter.readers.ksmtuned import (
     KSMTUNED_NAME,
     KSMTUNED_QEMU,
     committed_kb,
     ksmtuned_alive,
     ksmtuned_inputs,
 )
-from ..monitor import ReadErrors
-from ..per_vm import ProcessReadErrors, read_vm_processes
-from ..process_names import ProcessNameCache
-from ..readers import describe_error
-from ..readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
-from ..readers.meminfo import read_meminfo
-from ..readers.processes import ProcessNames
-from ..readers.vmstat import read_vmstat
-from .cost import ksmd_metrics, vmstat_metrics
-from .ksmtuned import ksmtuned_metrics
-from .per_vm import vm_metrics
+from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
+from ksm_exporter.readers.meminfo import read_meminfo
+from ksm_exporter.readers.processes import ProcessNames
+from ksm_exporter.readers.vm_processes import ProcessReadErrors, read_vm_processes
+from ksm_exporter.readers.vmstat import read_vmstat
+from ksm_exporter.state.monitor import ReadErrors
 
 # Labels of ksm_exporter_read_errors_total{file} for what this collector reads.
 PROC = "proc"

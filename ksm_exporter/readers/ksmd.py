@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .readers.processes import ProcessNames, ProcStat, read_stat
+from ksm_exporter.readers.processes import ProcessNames, ProcStat, read_stat
 
 KSMD = "ksmd"
 

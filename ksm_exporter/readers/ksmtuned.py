@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .per_vm import QEMU_PATTERN
-from .readers.ksmtuned_conf import KsmtunedConfig
-from .readers.meminfo import MemInfo
-from .readers.processes import ProcessNames, read_rss_pages
+from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig
+from ksm_exporter.readers.meminfo import MemInfo
+from ksm_exporter.readers.processes import ProcessNames, read_rss_pages
+from ksm_exporter.readers.vm_processes import QEMU_PATTERN
 
 KIB = 1024
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..settle import TOLERANCE, SettleTracker
+from ksm_exporter.state.settle import TOLERANCE, SettleTracker
 
 
 class SettleCollector(Collector):

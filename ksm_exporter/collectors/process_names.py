@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .readers import describe_error
-from .readers.processes import ProcessNames, list_pids, read_names
+from ksm_exporter.readers import describe_error
+from ksm_exporter.readers.processes import ProcessNames, list_pids, read_names
 
 SWEEP_SCRAPES = 8
 

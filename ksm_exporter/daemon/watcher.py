@@ -6,8 +6,8 @@ import logging
 import threading
 import time
 
-from .monitor import KsmMonitor
-from .snapshot import Snapshot
+from ksm_exporter.state.monitor import KsmMonitor
+from ksm_exporter.state.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

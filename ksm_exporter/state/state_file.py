@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .transitions import Transition
+from ksm_exporter.state.transitions import Transition
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .readers.meminfo import MemInfo
-from .readers.sysfs_ksm import KsmReading
+from ksm_exporter.readers.meminfo import MemInfo
+from ksm_exporter.readers.sysfs_ksm import KsmReading
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,9 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING
 
-from .. import __version__
-from .app import ExporterApp, Response
-from .webconfig import BasicAuth, WebConfig
+from ksm_exporter import __version__
+from ksm_exporter.daemon.web.app import ExporterApp, Response
+from ksm_exporter.daemon.web.webconfig import BasicAuth, WebConfig
 
 if TYPE_CHECKING:
     import concurrent.futures

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from ..exposition.landing import render_landing
-from ..monitor import KsmMonitor
+from ksm_exporter.daemon.web.landing import render_landing
+from ksm_exporter.state.monitor import KsmMonitor
 
 log = logging.getLogger(__name__)
 

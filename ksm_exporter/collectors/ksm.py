@@ -12,12 +12,17 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .. import __version__
-from ..derived import RunState, run_state, saved_bytes, sharing_ratio
-from ..monitor import KsmMonitor
-from ..snapshot import Snapshot
-from ..transitions import TrackerState
-from .ksm_files import ADVISOR_MODE_HELP, FILE_METRICS, FileMetric, unknown_file_metric
+from ksm_exporter import __version__
+from ksm_exporter.collectors.ksm_files import (
+    ADVISOR_MODE_HELP,
+    FILE_METRICS,
+    FileMetric,
+    unknown_file_metric,
+)
+from ksm_exporter.model.derived import RunState, run_state, saved_bytes, sharing_ratio
+from ksm_exporter.state.monitor import KsmMonitor
+from ksm_exporter.state.snapshot import Snapshot
+from ksm_exporter.state.transitions import TrackerState
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .derived import mebibytes
+from ksm_exporter.model.derived import mebibytes
 
 
 def watch_message(what: str, used_bytes: int | None, free_bytes: int | None) -> str:

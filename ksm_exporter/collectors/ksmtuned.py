@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from ..ksmtuned import KIB, KsmtunedInputs
+from ksm_exporter.readers.ksmtuned import KIB, KsmtunedInputs
 
 
 def ksmtuned_metrics(

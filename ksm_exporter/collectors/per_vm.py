@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..per_vm import ProcessReport
-from ..readers.process_ksm import ProcessKsm
+from ksm_exporter.readers.process_ksm import ProcessKsm
+from ksm_exporter.readers.vm_processes import ProcessReport
 
 LABELS = ["vm", "pid"]
 

@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from .derived import RunState, run_state
-from .readers.meminfo import MemInfo
-from .watch_format import watch_message
+from ksm_exporter.model.derived import RunState, run_state
+from ksm_exporter.model.watch_format import watch_message
+from ksm_exporter.readers.meminfo import MemInfo
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from html import escape
 
-from .. import __version__
-from ..derived import mebibytes, run_state, saved_bytes, sharing_ratio
-from ..snapshot import Snapshot
-from ..transitions import TrackerState
+from ksm_exporter import __version__
+from ksm_exporter.model.derived import mebibytes, run_state, saved_bytes, sharing_ratio
+from ksm_exporter.state.snapshot import Snapshot
+from ksm_exporter.state.transitions import TrackerState
 
 _STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:60em}"

@@ -8,9 +8,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .qemu import vm_name
-from .readers.process_ksm import NoKsmFiles, ProcessKsm, read_process_ksm
-from .readers.processes import ProcessNames, read_cmdline
+from ksm_exporter.model.qemu import vm_name
+from ksm_exporter.readers.process_ksm import NoKsmFiles, ProcessKsm, read_process_ksm
+from ksm_exporter.readers.processes import ProcessNames, read_cmdline
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 
 from systemd import daemon, journal
 
-from .derived import mebibytes, run_state, saved_bytes
-from .watcher import Watcher
+from ksm_exporter.daemon.watcher import Watcher
+from ksm_exporter.model.derived import mebibytes, run_state, saved_bytes
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from .derived import page_size
-from .readers import Paths, describe_error
-from .readers.meminfo import MemInfo, read_meminfo
-from .readers.sysfs_ksm import read_ksm
-from .snapshot import Snapshot
-from .state_file import StateFile
-from .transitions import TrackerState, Transition, TransitionTracker
+from ksm_exporter.model.derived import page_size
+from ksm_exporter.readers import Paths, describe_error
+from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
+from ksm_exporter.readers.sysfs_ksm import read_ksm
+from ksm_exporter.state.snapshot import Snapshot
+from ksm_exporter.state.state_file import StateFile
+from ksm_exporter.state.transitions import TrackerState, Transition, TransitionTracker
 
 log = logging.getLogger(__name__)
 

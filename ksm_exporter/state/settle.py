@@ -18,8 +18,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from .derived import RunState, run_state
-from .snapshot import Snapshot
+from ksm_exporter.model.derived import RunState, run_state
+from ksm_exporter.state.snapshot import Snapshot
 
 DEFAULT_FULL_SCANS = 3
 TOLERANCE = 0.01

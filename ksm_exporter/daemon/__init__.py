@@ -1,0 +1,1 @@
+"""The long-running process: the watcher thread, the web server, systemd."""

@@ -1,0 +1,1 @@
+"""Values and arithmetic shared by every layer: no I/O, no state."""

@@ -1,1 +1,0 @@
-"""HTTP: routes (app) and the server that carries them."""
