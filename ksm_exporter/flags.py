@@ -11,7 +11,7 @@ from typing import NoReturn
 from ksm_exporter import __version__
 from ksm_exporter.daemon.logging_setup import LEVELS
 from ksm_exporter.readers.ksmtuned_conf import DEFAULT_PATH as DEFAULT_KSMTUNED_CONFIG
-from ksm_exporter.readers.vm_processes import QEMU_PATTERN
+from ksm_exporter.readers.vm_processes import VM_PATTERN
 from ksm_exporter.state.settle import DEFAULT_FULL_SCANS as DEFAULT_SETTLE_FULL_SCANS
 
 DEFAULT_LISTEN = ":9941"
@@ -222,10 +222,10 @@ def add_collector_flags(p: argparse.ArgumentParser) -> None:
         "--collector.process.pattern",
         dest="process_pattern",
         type=regex,
-        default=QEMU_PATTERN,
+        default=VM_PATTERN,
         metavar="REGEX",
-        help=f"processes whose name (comm) this matches, as pgrep does (default ksmtuned's "
-        f"{QEMU_PATTERN})",
+        help=f"processes whose name (comm) this matches, as pgrep does; kernel threads never "
+        f"count (default: ksmtuned's qemu names and Proxmox VE's kvm, {VM_PATTERN})",
     )
     p.add_argument(
         "--collector.process.max",

@@ -1,4 +1,5 @@
-"""Per-VM KSM on the real kernel: a process named like qemu, with MADV_MERGEABLE memory."""
+"""Per-VM KSM on the real kernel: processes named like qemu and like Proxmox VE's kvm, with
+their platforms' command lines and MADV_MERGEABLE memory."""
 
 from __future__ import annotations
 
@@ -16,19 +17,32 @@ import pytest
 
 from ksm_exporter.experiment.ksm_settings import KsmSettings
 from ksm_exporter.readers.processes import ProcessNames, read_process_names
-from ksm_exporter.readers.vm_processes import read_vm_processes
+from ksm_exporter.readers.vm_processes import VM_PATTERN, read_vm_processes
 
 from .as_nobody import run_as_nobody
 from .support import REAL_KSM, REPO, run_exporter, wait_until
-from .test_procfs_collector import collector, scrape
+from .test_procfs_collector import collector, scrape, vm_labels
 
 PROC = Path("/proc")
 QEMU_NAME = "qemu-system-x86"  # what qemu-system-x86_64's process name is cut to
 VM = "ksm-exporter-test-vm"
+# The identifying options of each platform's command line (tests/fixtures/cmdlines/).
+LIBVIRT_ARGS = ("-name", f"guest={VM},debug-threads=on", "-uuid", str(uuid.uuid4()))
+PROXMOX_VMID = "8006"
+PROXMOX_UUID = str(uuid.uuid4())
+PROXMOX_ARGS = (
+    "-id",
+    PROXMOX_VMID,
+    "-name",
+    "vm8006,debug-threads=on",
+    "-smbios",
+    f"type=1,uuid={PROXMOX_UUID}",
+)
 PAGES = 128  # under max_page_sharing (256): one KSM page shares them all
 
-# Names itself like qemu (prctl PR_SET_NAME), maps PAGES identical mergeable pages, says
-# "ready" and lives until its stdin closes.
+# Names itself (prctl PR_SET_NAME) like qemu or kvm, maps PAGES identical mergeable pages,
+# says "ready" and lives until its stdin closes. The platform's options follow on its
+# command line, where the exporter reads them.
 CHILD = """
 import ctypes, sys
 from ksm_exporter.experiment.mergeable import MergeableMemory
@@ -40,10 +54,12 @@ sys.stdin.read()
 
 
 @contextlib.contextmanager
-def qemu_like_process(pages: int) -> Iterator[subprocess.Popen[str]]:
+def qemu_like_process(
+    pages: int, name: str = QEMU_NAME, args: tuple[str, ...] = LIBVIRT_ARGS
+) -> Iterator[subprocess.Popen[str]]:
     # A pattern of its own, so its pages merge with one another only.
     pattern = f"ksm-exporter-test-{uuid.uuid4()}"
-    argv = [sys.executable, "-c", CHILD, QEMU_NAME, str(pages), pattern, "-name", f"guest={VM}"]
+    argv = [sys.executable, "-c", CHILD, name, str(pages), pattern, *args]
     child = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
     )
@@ -71,21 +87,26 @@ def ksmd_ticks() -> int:
 
 
 @pytest.mark.kernel
-def test_merged_pages_of_a_qemu_like_process(real_ksm: KsmSettings) -> None:
+def test_merged_pages_of_a_libvirt_and_a_proxmox_vm(real_ksm: KsmSettings) -> None:
     if not (PROC / "self" / "ksm_stat").exists():
         pytest.skip("no /proc/PID/ksm_stat (Linux before 6.1)")
-    with qemu_like_process(PAGES) as child:
+    with (
+        qemu_like_process(PAGES) as child,
+        qemu_like_process(PAGES, "kvm", PROXMOX_ARGS) as kvm,
+    ):
         if (REAL_KSM / "advisor_mode").exists():
             real_ksm.write("advisor_mode", "none")  # else pages_to_scan is refused
         real_ksm.write("pages_to_scan", 5000)
         real_ksm.write("sleep_millisecs", 10)
         real_ksm.write("run", 1)
-        c = collector(PROC, pattern=re.compile(f"^{QEMU_NAME}$"))
-        labels = f'{{pid="{child.pid}",vm="{VM}"}}'
+        c = collector(PROC, pattern=re.compile(VM_PATTERN))  # the default: both platforms
+        labels = "{" + vm_labels(child.pid, VM, uuid=LIBVIRT_ARGS[3]) + "}"
+        kvm_labels = "{" + vm_labels(kvm.pid, "vm8006", PROXMOX_VMID, PROXMOX_UUID) + "}"
 
         def merged() -> dict[str, float] | None:
             samples = scrape(c)
-            return samples if samples.get(f"ksm_process_merging_pages{labels}") == PAGES else None
+            both = [f"ksm_process_merging_pages{labels}", f"ksm_process_merging_pages{kvm_labels}"]
+            return samples if all(samples.get(key) == PAGES for key in both) else None
 
         samples = wait_until(merged, timeout=25, interval=0.2, what=f"{PAGES} merged pages")
         rmap_items = samples[f"ksm_process_rmap_items{labels}"]

@@ -11,7 +11,7 @@ from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.vm_processes import QEMU_PATTERN, read_vm_processes
 
 from .fake_procfs import write_compute_node
-from .test_procfs_collector import collector, scrape
+from .test_procfs_collector import collector, scrape, vm_labels
 
 PROCESSES, VMS = 10_000, 200
 
@@ -25,8 +25,9 @@ def test_every_vm_is_exported(node: Path) -> None:
     samples = scrape(collector(node))
     merging = {k: v for k, v in samples.items() if k.startswith("ksm_process_merging_pages")}
     assert len(merging) == VMS
-    assert merging['ksm_process_merging_pages{pid="1000",vm="instance-00000000"}'] == 1000
-    assert merging['ksm_process_merging_pages{pid="10751",vm="instance-000000c7"}'] == 200000
+    first, last = vm_labels(1000, "instance-00000000"), vm_labels(10751, "instance-000000c7")
+    assert merging[f"ksm_process_merging_pages{{{first}}}"] == 1000
+    assert merging[f"ksm_process_merging_pages{{{last}}}"] == 200000
     assert sum(merging.values()) == 1000 * VMS * (VMS + 1) // 2
     assert samples["ksm_process_series_dropped"] == 0
     assert samples["ksmtuned_committed_bytes"] == VMS * 8 * 262144 * 4096

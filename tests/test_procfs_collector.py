@@ -19,6 +19,7 @@ from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.vm_processes import (
     QEMU_PATTERN,
+    VM_PATTERN,
     ProcessReadErrors,
     ProcessReport,
     read_vm_processes,
@@ -49,11 +50,16 @@ def scrape(c: ProcfsCollector) -> dict[str, float]:
     return parse_samples(generate_latest(registry).decode())
 
 
-INSTANCE = 'pid="1001",vm="instance-0000001a"'
-WEB01 = 'pid="1002",vm="web01"'
-DB = 'pid="1003",vm="db,primary"'
-NONAME = 'pid="1004",vm="qemu-kvm"'
-SECRET = 'pid="1005",vm="secret"'
+def vm_labels(pid: int, vm: str, vmid: str = "", uuid: str = "", namespace: str = "") -> str:
+    """A per-VM series' labels as the exposition writes them: sorted, empty ones included."""
+    return f'namespace="{namespace}",pid="{pid}",uuid="{uuid}",vm="{vm}",vmid="{vmid}"'
+
+
+INSTANCE = vm_labels(1001, "instance-0000001a")
+WEB01 = vm_labels(1002, "web01")
+DB = vm_labels(1003, "db,primary")
+NONAME = vm_labels(1004, "qemu-kvm")
+SECRET = vm_labels(1005, "secret")
 
 VMS_SAMPLES = {
     f"ksm_process_merging_pages{{{DB}}}": 0,
@@ -119,7 +125,7 @@ def test_process_collector_off() -> None:
 
 def test_another_pattern() -> None:
     samples = scrape(collector(FIXTURES / "procfs-vms" / "proc", pattern=re.compile("^qemu-img$")))
-    assert samples['ksm_process_merging_pages{pid="2001",vm="qemu-img"}'] == 1
+    assert samples[f"ksm_process_merging_pages{{{vm_labels(2001, 'qemu-img')}}}"] == 1
     # ksmtuned's own pattern still decides what it counts as committed.
     assert samples["ksmtuned_committed_bytes"] == VMS_SAMPLES["ksmtuned_committed_bytes"]
 
@@ -168,7 +174,7 @@ def test_broken_files_are_counted(tmp_path: Path) -> None:
     assert "ksm_cow_breaks_total" not in samples
     assert "ksm_ksmd_cpu_seconds_total" not in samples
     assert samples["ksmtuned_threshold_bytes"] == VMS_SAMPLES["ksmtuned_threshold_bytes"]
-    assert samples['ksm_process_merging_pages{pid="1001",vm="instance-0000001a"}'] == 1500000
+    assert samples[f"ksm_process_merging_pages{{{INSTANCE}}}"] == 1500000
     assert c.read_errors.counts() == {"vmstat": 1, "ksmd/stat": 1, "broken.conf": 1}
 
 
@@ -201,7 +207,7 @@ def test_a_ksm_stat_we_may_not_read() -> None:
 def test_flags() -> None:
     args = flags.serve_parser().parse_args([])
     assert args.process_collector is True
-    assert args.process_pattern.pattern == QEMU_PATTERN
+    assert args.process_pattern.pattern == VM_PATTERN
     assert (args.process_max, args.settle_full_scans) == (200, 3)
     assert args.ksmtuned_config == Path("/etc/ksmtuned.conf")
     args = flags.serve_parser().parse_args(

@@ -1,4 +1,4 @@
-"""ksm_process_*{vm,pid}: KSM per qemu process. HELP texts follow the kernel's
+"""ksm_process_*{vm,vmid,uuid,namespace,pid}: KSM per VM process. HELP texts follow the kernel's
 Documentation/filesystems/proc.rst (/proc/<pid>/ksm_stat)."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from ksm_exporter.readers.process_ksm import ProcessKsm
 from ksm_exporter.readers.vm_processes import ProcessReport
 
-LABELS = ["vm", "pid"]
+# Every series carries every label, "" where the command line does not give it: a family
+# keeps one label set within a scrape, and Prometheus treats an empty label as absent.
+LABELS = ["vm", "vmid", "uuid", "namespace", "pid"]
 
 # ksm_stat line -> metric name, HELP: the counts, then the yes/no flags.
 METRICS = (
@@ -67,7 +69,8 @@ def vm_metrics(report: ProcessReport, errors: dict[str, int]) -> Iterator[Metric
         for p in report.processes:
             value = line_value(p.ksm, line)
             if value is not None:
-                g.add_metric([p.vm, str(p.pid)], value)
+                i = p.identity
+                g.add_metric([i.vm, i.vmid, i.uuid, i.namespace, str(p.pid)], value)
         if g.samples:
             yield g
     yield GaugeMetricFamily(

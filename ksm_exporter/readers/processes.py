@@ -128,3 +128,12 @@ def parse_stat(text: str) -> ProcStat:
 def read_stat(procfs: Path, pid: int) -> ProcStat:
     """Raises OSError or ValueError."""
     return parse_stat(read_bytes(f"{procfs}/{pid}/stat", 4096).decode("utf-8", "replace"))
+
+
+def is_kernel_thread(procfs: Path, pid: int) -> bool:
+    """True for a kernel thread (PF_KTHREAD in stat's flags); False for a user process,
+    and for one whose stat could not be read (gone)."""
+    try:
+        return read_stat(procfs, pid).kernel_thread
+    except (OSError, ValueError):
+        return False

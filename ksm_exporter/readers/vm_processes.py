@@ -8,9 +8,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ksm_exporter.model.qemu import vm_name
+from ksm_exporter.model.qemu import VmIdentity, vm_identity
 from ksm_exporter.readers.process_ksm import NoKsmFiles, ProcessKsm, read_process_ksm
-from ksm_exporter.readers.processes import ProcessNames, read_cmdline
+from ksm_exporter.readers.processes import ProcessNames, is_kernel_thread, read_cmdline
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 # `-name NAME,process=qemu:NAME` gives.
 QEMU_PATTERN = r"^qemu(-(kvm|system-.+)|:.{1,11})$"
 
+# The VMs of every platform, by process name alone (no /proc/PID/exe, which takes ptrace
+# rights over other users' processes): ksmtuned's names (libvirt, OpenStack, KubeVirt's
+# virt-launcher: qemu-kvm or qemu-system-*; plain qemu) and `kvm`, the name of Proxmox VE's
+# guests (qemu-server runs /usr/bin/kvm, a link to qemu-system-x86_64). Kernel threads
+# are left out whatever their name.
+VM_PATTERN = r"^(qemu(-(kvm|system-.+)|:.{1,11})|kvm)$"
+
 VANISHED = "vanished"
 UNREADABLE = "unreadable"
 
@@ -26,8 +33,12 @@ UNREADABLE = "unreadable"
 @dataclass(frozen=True)
 class VmProcess:
     pid: int
-    vm: str  # qemu's -name guest name, else the process name
+    identity: VmIdentity  # vm (qemu's -name guest name, else the process name), vmid...
     ksm: ProcessKsm
+
+    @property
+    def vm(self) -> str:
+        return self.identity.vm
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,10 @@ def read_vm_processes(
         try:
             found.append((pid, read_process_ksm(procfs, pid)))
         except (ProcessLookupError, FileNotFoundError):
-            vanished += 1
+            # A kernel thread has no memory, so its KSM files are empty, as a zombie's:
+            # one named like a VM (kvm) is no VM, and has not vanished.
+            if not is_kernel_thread(procfs, pid):
+                vanished += 1
         except NoKsmFiles:
             continue  # a kernel before 5.19: nothing per process to export
         except (OSError, ValueError) as e:
@@ -68,7 +82,7 @@ def read_vm_processes(
             continue
         except OSError:  # hidden by hidepid: the process name still tells the VMs apart
             argv = []
-        processes.append(VmProcess(pid, vm_name(argv) or names.names[pid], ksm))
+        processes.append(VmProcess(pid, vm_identity(argv, names.names[pid]), ksm))
     processes.sort(key=lambda p: (p.vm, p.pid))
     return ProcessReport(
         processes=tuple(processes),
