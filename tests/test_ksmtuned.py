@@ -22,7 +22,9 @@ from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.processes import ProcessNames, read_process_names
 from ksm_exporter.readers.shell_assignments import shell_words
 
+from .fake_procfs import write_process
 from .support import FIXTURES
+from .test_procfs_collector import collector, scrape
 
 CONFS = FIXTURES / "ksmtuned"
 VMS = FIXTURES / "procfs-vms" / "proc"
@@ -172,3 +174,53 @@ def test_committed_ignores_a_process_gone_meanwhile() -> None:
 
 def test_no_ksmtuned() -> None:
     assert ksmtuned_alive(ProcessNames(names={1: "systemd", 2: "ksmtuned-helper"})) is False
+
+
+# --- Proxmox VE's ksmtuned (ksm-control-daemon): ps -C kvm -o $KSM_PS_METRIC -----------
+
+
+def proxmox_node(root: Path) -> Path:
+    """A kvm guest (PSS 300000 kB, 200000 resident pages), a qemu-kvm one (1000 pages),
+    and a kernel thread named kvm."""
+    proc = root / "proc"
+    kvm = write_process(proc, 500, "kvm", cmdline=["/usr/bin/kvm", "-id", "100"], rss_pages=200000)
+    (kvm / "smaps_rollup").write_text(
+        "5586a000-7ffd9000 ---p 00000000 00:00 0   [rollup]\n"
+        "Rss:              800000 kB\nPss:              300000 kB\nPss_Anon:         290000 kB\n"
+    )
+    write_process(proc, 501, "qemu-kvm", cmdline=["/usr/libexec/qemu-kvm"], rss_pages=1000)
+    write_process(proc, 9, "kvm", kernel_thread=True)  # no smaps_rollup line: 0, as ps says
+    (proc / "9" / "smaps_rollup").write_text("")
+    return proc
+
+
+@pytest.mark.parametrize(
+    ("metric", "kb"),
+    [("pss", 300000 + 4000), ("rsz", 800000 + 4000), ("vsz", 804000 + 4000)],
+)
+def test_committed_as_proxmox_counts_kvm(tmp_path: Path, metric: str, kb: int) -> None:
+    proc = proxmox_node(tmp_path)
+    assert committed_kb(proc, read_process_names(proc), 4096, metric) == kb
+
+
+def test_committed_unknown_when_a_kvm_pss_is_unreadable(tmp_path: Path) -> None:
+    proc = proxmox_node(tmp_path)
+    (proc / "500" / "smaps_rollup").unlink()
+    (proc / "500" / "smaps_rollup").mkdir()  # EISDIR: readable by nobody, as EACCES
+    with pytest.raises(OSError, match="smaps_rollup"):
+        committed_kb(proc, read_process_names(proc), 4096)
+    c = collector(proc, config=CONFS / "stock.conf")
+    samples = scrape(c)
+    assert "ksmtuned_committed_bytes" not in samples
+    assert "ksmtuned_would_run" not in samples
+    assert c.read_errors.counts() == {"smaps_rollup": 1}
+    # The rest of ksmtuned's inputs do not depend on it.
+    assert samples["ksmtuned_running"] == 0
+
+
+def test_ps_metric_from_the_configuration() -> None:
+    config, errors = parse_ksmtuned_conf("KSM_PS_METRIC=rsz\n")
+    assert (config.KSM_PS_METRIC, errors) == ("rsz", [])
+    config, errors = parse_ksmtuned_conf("KSM_PS_METRIC=rss_anon\n")
+    assert config.KSM_PS_METRIC == "pss"
+    assert errors == ["KSM_PS_METRIC: not one of pss, rss, rsz, rssize, vsz, vsize: 'rss_anon'"]

@@ -10,15 +10,19 @@ from ksm_exporter.readers.ksmtuned import KIB, KsmtunedInputs
 
 
 def ksmtuned_metrics(
-    inputs: KsmtunedInputs | None, committed_kb: int, running: bool
+    inputs: KsmtunedInputs | None, committed_kb: int | None, running: bool
 ) -> Iterator[Metric]:
-    """`inputs` is None when /proc/meminfo could not be read."""
-    yield GaugeMetricFamily(
-        "ksmtuned_committed_bytes",
-        "Memory committed to qemu as ksmtuned counts it: the resident memory (ps rsz) of "
-        "the processes named like qemu (pgrep '^qemu(-(kvm|system-.+)|:.{1,11})$').",
-        value=committed_kb * KIB,
-    )
+    """`inputs` is None when /proc/meminfo or the committed memory could not be read;
+    `committed_kb` None when a kvm process's PSS could not be read."""
+    if committed_kb is not None:
+        yield GaugeMetricFamily(
+            "ksmtuned_committed_bytes",
+            "Memory committed to qemu as ksmtuned counts it: the resident memory (ps rsz) "
+            "of the processes named like qemu (pgrep '^qemu(-(kvm|system-.+)|:.{1,11})$'), "
+            "plus, as Proxmox VE's ksmtuned counts them, KSM_PS_METRIC (default pss) of "
+            "those named kvm (ps -C kvm).",
+            value=committed_kb * KIB,
+        )
     if inputs is not None:
         yield GaugeMetricFamily(
             "ksmtuned_threshold_bytes",

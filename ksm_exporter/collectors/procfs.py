@@ -41,6 +41,7 @@ from ksm_exporter.state.monitor import ReadErrors
 PROC = "proc"
 VMSTAT = "vmstat"
 KSMD_STAT = "ksmd/stat"
+SMAPS_ROLLUP = "smaps_rollup"  # the PSS of Proxmox VE's kvm processes, for ksmtuned
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,19 @@ class ProcfsCollector(Collector):
             memory = read_meminfo(self.procfs)
         except (OSError, ValueError):  # counted by the KSM collector's read of the same file
             memory = None
-        committed = committed_kb(self.procfs, names, self.page_size)
-        inputs = ksmtuned_inputs(config, memory, committed) if memory is not None else None
+        tried.add(SMAPS_ROLLUP)
+        try:
+            committed: int | None = committed_kb(
+                self.procfs, names, self.page_size, config.KSM_PS_METRIC
+            )
+        except OSError as e:
+            errors[SMAPS_ROLLUP] = describe_error(e)
+            committed = None
+        inputs = (
+            ksmtuned_inputs(config, memory, committed)
+            if memory is not None and committed is not None
+            else None
+        )
         yield from ksmtuned_metrics(inputs, committed, ksmtuned_alive(names))
 
 

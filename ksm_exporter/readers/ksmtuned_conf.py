@@ -5,6 +5,8 @@ or empty setting with `${KSM_THRES_COEF:-20}` and the like; the assignments are 
 bash would (shell_assignments.py). (A quoted value spanning lines, valid bash, is not
 supported: no ksmtuned setting needs one.)
 Values must be decimal integers; another value is an error and the default is used.
+KSM_PS_METRIC, which only Proxmox VE's ksmtuned reads (what `ps -o` sums over its kvm
+processes), is a ps field name: pss, rss/rsz/rssize or vsz/vsize.
 """
 
 from __future__ import annotations
@@ -32,15 +34,22 @@ class KsmtunedConfig:
     KSM_NPAGES_MAX: int = 1250
     KSM_SLEEP_MSEC: int = 10
     KSM_MONITOR_INTERVAL: int = 60  # seconds
+    KSM_PS_METRIC: str = "pss"  # Proxmox VE's ksmtuned only
 
 
-SETTINGS = tuple(f.name for f in fields(KsmtunedConfig))
+SETTINGS = tuple(f.name for f in fields(KsmtunedConfig) if f.type in (int, "int"))
+PS_METRICS = ("pss", "rss", "rsz", "rssize", "vsz", "vsize")
 
 
 def parse_ksmtuned_conf(text: str) -> tuple[KsmtunedConfig, list[str]]:
     """The configuration and what was wrong with it (each wrong setting keeps its default)."""
     assigned, errors = parse_assignments(text)
-    values: dict[str, int] = {}
+    values: dict[str, int | str] = {}
+    metric = assigned.get("KSM_PS_METRIC", "")
+    if metric in PS_METRICS:
+        values["KSM_PS_METRIC"] = metric
+    elif metric:
+        errors.append(f"KSM_PS_METRIC: not one of {', '.join(PS_METRICS)}: {metric[:40]!r}")
     for name in SETTINGS:
         value = assigned.get(name, "")
         if value == "":  # ${NAME:-default}: unset and empty both take the default
@@ -49,7 +58,7 @@ def parse_ksmtuned_conf(text: str) -> tuple[KsmtunedConfig, list[str]]:
             values[name] = int(value)
         else:
             errors.append(f"{name}: not a decimal integer: {value[:40]!r}; using the default")
-    return KsmtunedConfig(**values), errors
+    return KsmtunedConfig(**values), errors  # type: ignore[arg-type]
 
 
 def read_ksmtuned_conf(path: Path) -> tuple[KsmtunedConfig, list[str]]:

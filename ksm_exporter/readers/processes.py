@@ -84,13 +84,37 @@ def read_cmdline(procfs: Path, pid: int) -> list[str]:
     return data.rstrip(b"\0").decode("utf-8", "replace").split("\0")
 
 
-def read_rss_pages(procfs: Path, pid: int) -> int:
-    """Resident pages from /proc/PID/statm: what ps prints as rsz (in kB) once multiplied
-    by the page size. Raises OSError or ValueError."""
+def read_statm(procfs: Path, pid: int) -> list[bytes]:
+    """The fields of /proc/PID/statm (pages). Raises OSError or ValueError."""
     fields = read_bytes(f"{procfs}/{pid}/statm", 256).split()
     if len(fields) < 2:
         raise ValueError("statm: fewer than 2 fields")
-    return int(fields[1])
+    return fields
+
+
+def read_rss_pages(procfs: Path, pid: int) -> int:
+    """Resident pages from /proc/PID/statm: what ps prints as rsz (in kB) once multiplied
+    by the page size. Raises OSError or ValueError."""
+    return int(read_statm(procfs, pid)[1])
+
+
+def read_vsz_pages(procfs: Path, pid: int) -> int:
+    """Virtual memory pages from /proc/PID/statm: ps's vsz once multiplied by the page size."""
+    return int(read_statm(procfs, pid)[0])
+
+
+def read_pss_kb(procfs: Path, pid: int) -> int:
+    """The proportional set size in kB, from /proc/PID/smaps_rollup (Linux 4.14+), as ps
+    prints pss: a merged page counts 1/N to each of the N processes mapping it. Empty
+    for a kernel thread or a zombie: 0, as ps prints. Reading another user's process
+    takes ptrace read access (PermissionError). Raises OSError or ValueError."""
+    data = read_bytes(f"{procfs}/{pid}/smaps_rollup", 4096)
+    for line in data.splitlines():
+        if line.startswith(b"Pss:"):
+            return int(line.split()[1])
+    if not data:
+        return 0
+    raise ValueError("smaps_rollup: no Pss line")
 
 
 @dataclass(frozen=True)
