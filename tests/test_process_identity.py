@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 from ksm_exporter import flags
+from ksm_exporter.daemon.web.landing import vm_rows
+from ksm_exporter.model.derived import page_size
 from ksm_exporter.model.qemu import VmIdentity, vm_identity
+from ksm_exporter.readers.process_ksm import ProcessKsm
 from ksm_exporter.readers.processes import read_process_names
-from ksm_exporter.readers.vm_processes import VM_PATTERN, read_vm_processes
+from ksm_exporter.readers.vm_processes import VM_PATTERN, VmProcess, read_vm_processes
 
 from .fake_procfs import ksm_stat_6_18, write_process
-from .support import FIXTURES
+from .support import FIXTURES, run_exporter
+from .test_commands import run_cli
 from .test_procfs_collector import STOCK_CONF, collector, scrape, vm_labels
 
 CMDLINES = FIXTURES / "cmdlines"
@@ -125,3 +130,65 @@ def test_a_node_of_every_platform_by_default(tmp_path: Path) -> None:
     assert samples['ksm_process_read_errors_total{reason="vanished"}'] == 0
     report = read_vm_processes(proc, read_process_names(proc), re.compile(VM_PATTERN), 200)
     assert 9 not in [p.pid for p in report.processes]
+
+
+# --- what an operator without Grafana sees: `ksm-exporter status` and the landing page --
+
+
+def test_status_lists_the_vms_with_their_identifiers(tmp_path: Path) -> None:
+    proc = node(tmp_path)
+    r = run_cli("status", f"--path.sysfs={FIXTURES}/linux-6.18/sys", f"--path.procfs={proc}")
+    assert r.returncode == 0, r.stderr
+    table = r.stdout.split("-" * 33 + "\n")[2].splitlines()
+    # Columns aligned; the identifiers any VM has, "-" where this one has none.
+    assert [line.split() for line in table] == [
+        ["VM", "NAMESPACE", "VMID", "UUID", "PID", "MERGING_PAGES", "MERGED_MB"],
+        ["web01", "-", "-", "-", "3005", "6000", "23"],
+        ["vm8006", "-", "8006", "3dd750ce-d910-44d0-9493-525c0be4e687", "3004", "5000", "19"],
+        [
+            "instance-0000001a",
+            "-",
+            "-",
+            "2f6b0c1e-8a4d-4e0b-9c3a-6e1d2b7f9a10",
+            "3003",
+            "4000",
+            "15",
+        ],
+        ["web_01", "-", "-", "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "3002", "3000", "11"],
+        ["QEMUGuest1", "-", "-", "c7a5fdbd-edaf-9455-926a-d65c16db1809", "3001", "2000", "7"],
+        ["postgres-0", "prod-db", "-", "9d1f3b52-5c2e-5b8e-8f7a-0c4d2e6a1b33", "3000", "1000", "3"],
+    ]
+    assert len({line.find(" 30") for line in table[1:]}) == 1  # the pid column lines up
+    r = run_cli(
+        "status", "--json", f"--path.sysfs={FIXTURES}/linux-6.18/sys", f"--path.procfs={proc}"
+    )
+    vms = {vm["pid"]: vm for vm in json.loads(r.stdout)["vms"]}
+    assert vms[3000]["namespace"] == "prod-db" and vms[3000]["vm"] == "postgres-0"
+    assert (vms[3004]["vmid"], vms[3004]["ksm_merging_pages"]) == ("8006", 5000)
+    assert vms[3004]["merged_bytes"] == 5000 * page_size()
+    assert "vmid" not in vms[3001] and "namespace" not in vms[3004]
+
+
+def test_landing_page_lists_the_vms(tmp_path: Path) -> None:
+    proc = node(tmp_path)
+    report = read_vm_processes(proc, read_process_names(proc), re.compile(VM_PATTERN), 200)
+    html = vm_rows(report.processes, 4096)
+    assert html.startswith(
+        "<table><tr><th class=l>vm</th><th class=l>namespace</th><th class=l>vmid</th>"
+        "<th class=l>uuid</th><th>pid</th>"
+    )
+    assert (
+        "<tr><td class=l>vm8006</td><td class=l></td><td class=l>8006</td>"
+        "<td class=l>3dd750ce-d910-44d0-9493-525c0be4e687</td><td>3004</td>"
+    ) in html
+    assert "<td class=l>postgres-0</td><td class=l>prod-db</td>" in html
+    # Escaped: a VM name is whatever its owner typed.
+    evil = VmProcess(1, VmIdentity("<b>x</b>"), ProcessKsm(values={"ksm_merging_pages": 1}))
+    assert "&lt;b&gt;x&lt;/b&gt;" in vm_rows([evil], 4096)
+    assert "No VM process found" in vm_rows([], 4096)
+    # The page itself: the running exporter reads them when the page is asked for.
+    (tmp_path / "sys").symlink_to(FIXTURES / "linux-6.18" / "sys")
+    with run_exporter(tmp_path, tmp=tmp_path) as exporter:
+        status, body = exporter.get("/")
+    assert status == 200
+    assert "<h2>VMs</h2>" in body and "<td class=l>vm8006</td>" in body

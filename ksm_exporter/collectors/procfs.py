@@ -33,7 +33,12 @@ from ksm_exporter.readers.ksmtuned import (
 from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
 from ksm_exporter.readers.meminfo import read_meminfo
 from ksm_exporter.readers.processes import ProcessNames
-from ksm_exporter.readers.vm_processes import ProcessReadErrors, read_vm_processes
+from ksm_exporter.readers.vm_processes import (
+    ProcessReadErrors,
+    ProcessReport,
+    VmProcess,
+    read_vm_processes,
+)
 from ksm_exporter.readers.vmstat import read_vmstat
 from ksm_exporter.state.monitor import ReadErrors
 
@@ -70,16 +75,25 @@ class ProcfsCollector(Collector):
             or (pattern is not None and pattern.search(name) is not None)
         )
 
+    def _vms(self, names: ProcessNames) -> ProcessReport | None:
+        pattern = self.options.process_pattern
+        if pattern is None:
+            return None
+        return read_vm_processes(self.procfs, names, pattern, self.options.process_max)
+
+    def vm_processes(self) -> tuple[VmProcess, ...] | None:
+        """The VMs now, for the landing page; None with --no-collector.process."""
+        report = self._vms(self.process_names.names(self.procfs))
+        return None if report is None else report.processes
+
     def collect(self) -> Iterator[Metric]:
         tried: set[str] = {PROC, VMSTAT, KSMD_STAT}
         errors: dict[str, str] = {}
         names = self.process_names.names(self.procfs)
         if names.error is not None:
             errors[PROC] = names.error
-        if self.options.process_pattern is not None:
-            report = read_vm_processes(
-                self.procfs, names, self.options.process_pattern, self.options.process_max
-            )
+        report = self._vms(names)
+        if report is not None:
             self.process_errors.record(report)
             yield from vm_metrics(report, self.process_errors.counts())
         yield from self._ksmtuned(names, tried, errors)

@@ -1,14 +1,28 @@
-"""`ksm-exporter status`: what checkKSM_pages_info.sh prints, in its order and spelling."""
+"""`ksm-exporter status`: what checkKSM_pages_info.sh prints, in its order and spelling,
+then the VMs KSM merges pages of, with their platform's identifiers."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections.abc import Sequence
 
 from ksm_exporter.model.derived import mebibytes, page_size, saved_bytes, sharing_ratio
+from ksm_exporter.model.qemu import present_identifiers
 from ksm_exporter.readers import Paths
+from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.sysfs_ksm import KsmReading, read_ksm
+from ksm_exporter.readers.vm_processes import (
+    VM_PATTERN,
+    ProcessReport,
+    VmProcess,
+    read_vm_processes,
+)
+
+# As many VMs as the exporter exports by default (--collector.process.max).
+MAX_VMS = 200
 
 # The script's own lines, in its order, after "KSM saved" and "Sharing_Rate".
 SCRIPT_FILES = (
@@ -69,6 +83,36 @@ def status_json(reading: KsmReading, page_bytes: int) -> dict[str, object]:
     return out
 
 
+def vm_json(p: VmProcess, page_bytes: int) -> dict[str, object]:
+    """One VM: its identifiers (only those its command line gives) and ksm_stat's lines."""
+    out: dict[str, object] = {"vm": p.vm, "pid": p.pid}
+    for name in ("namespace", "vmid", "uuid"):
+        if getattr(p.identity, name):
+            out[name] = getattr(p.identity, name)
+    out["merged_bytes"] = p.ksm.merging_pages * page_bytes
+    out.update(p.ksm.values)
+    out.update(p.ksm.flags)
+    return out
+
+
+def vm_lines(processes: Sequence[VmProcess], page_bytes: int) -> list[str]:
+    """A text table of the VMs, most merged first; the identifier columns any VM has."""
+    columns = present_identifiers([p.identity for p in processes])
+    header = ["VM", *(c.upper() for c in columns), "PID", "MERGING_PAGES", "MERGED_MB"]
+    rows = [header]
+    for p in sorted(processes, key=lambda p: (-p.ksm.merging_pages, p.vm, p.pid)):
+        ids = [getattr(p.identity, c) or "-" for c in columns]
+        merged = mebibytes(p.ksm.merging_pages * page_bytes)
+        rows.append([p.vm, *ids, str(p.pid), str(p.ksm.merging_pages), str(merged)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def read_vms(paths: Paths) -> ProcessReport:
+    names = read_process_names(paths.procfs)
+    return read_vm_processes(paths.procfs, names, re.compile(VM_PATTERN), MAX_VMS)
+
+
 def run(args: argparse.Namespace) -> int:
     paths = Paths(args.sysfs, args.procfs)
     reading = read_ksm(paths.ksm_dir)
@@ -80,8 +124,21 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for file, why in sorted(reading.errors.items()):
         print(f"ksm-exporter: skipped {paths.ksm_dir / file}: {why}", file=sys.stderr)
+    vms = read_vms(paths)
+    if vms.unreadable:
+        print(
+            f"ksm-exporter: could not read the KSM state of {vms.unreadable} VM processes "
+            f"(run as root or with CAP_DAC_READ_SEARCH): {vms.first_error}",
+            file=sys.stderr,
+        )
+    page_bytes = page_size()
     if args.json:
-        print(json.dumps(status_json(reading, page_size()), indent=2, sort_keys=True))
+        out = status_json(reading, page_bytes)
+        out["vms"] = [vm_json(p, page_bytes) for p in vms.processes]
+        print(json.dumps(out, indent=2, sort_keys=True))
     else:
-        print("\n".join(status_lines(reading, page_size())))
+        lines = status_lines(reading, page_bytes)
+        if vms.processes:  # none: the script's output alone
+            lines += ["-" * 33, *vm_lines(vms.processes, page_bytes)]
+        print("\n".join(lines))
     return 0

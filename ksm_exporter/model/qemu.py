@@ -85,6 +85,15 @@ class VmIdentity:
     namespace: str = ""  # KubeVirt: the VMI's namespace
 
 
+IDENTIFIERS = ("namespace", "vmid", "uuid")  # besides vm, in the order tables show them
+
+
+def present_identifiers(identities: Sequence[VmIdentity]) -> list[str]:
+    """The identifiers any of these VMs has: the columns a table of them needs (a libvirt
+    node's table has no vmid column, a Proxmox VE node's no namespace)."""
+    return [name for name in IDENTIFIERS if any(getattr(i, name) for i in identities)]
+
+
 def option_values(argv: Sequence[str], *options: str) -> list[str]:
     """The values of every occurrence of the given options, in order."""
     return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in options]

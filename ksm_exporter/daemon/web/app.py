@@ -5,13 +5,14 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from ksm_exporter.daemon.web.landing import render_landing
+from ksm_exporter.readers.vm_processes import VmProcess
 from ksm_exporter.state.monitor import KsmMonitor
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,13 @@ class ExporterApp:
         monitor: KsmMonitor,
         healthy: Callable[[], tuple[bool, str]],
         telemetry_path: str = "/metrics",
+        vm_processes: Callable[[], Sequence[VmProcess] | None] = lambda: None,
     ) -> None:
         self.registry = registry
         self.monitor = monitor
         self.healthy = healthy
         self.telemetry_path = telemetry_path
+        self.vm_processes = vm_processes  # the landing page's VMs; None: not collected
 
     def handle(self, method: str, path: str, headers: dict[str, str]) -> Response:
         if method not in ("GET", "HEAD"):
@@ -57,7 +60,9 @@ class ExporterApp:
             return self.metrics(headers)
         if path == "/":
             snap = self.monitor.scrape()
-            html = render_landing(snap, self.monitor.tracker_state(), self.telemetry_path)
+            html = render_landing(
+                snap, self.monitor.tracker_state(), self.telemetry_path, self.vm_processes()
+            )
             return Response(200, "text/html; charset=utf-8", html.encode())
         if path == "/transitions":
             history = [t.to_json() for t in self.monitor.tracker_state().history]

@@ -1,12 +1,16 @@
-"""The landing page at /: what this is, where the metrics are, KSM now, the latest edges."""
+"""The landing page at /: what this is, where the metrics are, KSM now, the VMs KSM
+merges, the latest edges."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 
 from ksm_exporter import __version__
 from ksm_exporter.model.derived import mebibytes, run_state, saved_bytes, sharing_ratio
+from ksm_exporter.model.qemu import present_identifiers
+from ksm_exporter.readers.vm_processes import VmProcess
 from ksm_exporter.state.snapshot import Snapshot
 from ksm_exporter.state.transitions import TrackerState
 
@@ -61,7 +65,36 @@ def summary_rows(snap: Snapshot) -> list[tuple[str, str]]:
     return rows
 
 
-def render_landing(snap: Snapshot, state: TrackerState, telemetry_path: str) -> str:
+def vm_rows(processes: Sequence[VmProcess], page_size: int) -> str:
+    """The VMs as an HTML table, most merged first, with the identifier columns (namespace,
+    vmid, uuid) any of them has."""
+    if not processes:
+        return "<p>No VM process found, or none whose KSM state could be read.</p>"
+    columns = present_identifiers([p.identity for p in processes])
+    head = (
+        "".join(f"<th class=l>{escape(c)}</th>" for c in ("vm", *columns))
+        + "<th>pid</th><th>merging pages</th><th>merged MB</th><th>profit MB</th>"
+    )
+    rows = []
+    for p in sorted(processes, key=lambda p: (-p.ksm.merging_pages, p.vm, p.pid)):
+        ids = "".join(f"<td class=l>{escape(getattr(p.identity, c))}</td>" for c in columns)
+        profit = p.ksm.values.get("ksm_process_profit")
+        rows.append(
+            f"<tr><td class=l>{escape(p.vm)}</td>{ids}<td>{p.pid}</td>"
+            f"<td>{p.ksm.merging_pages}</td>"
+            f"<td>{mebibytes(p.ksm.merging_pages * page_size)}</td>"
+            f"<td>{'?' if profit is None else f'{profit / 2**20:.1f}'}</td></tr>"
+        )
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def render_landing(
+    snap: Snapshot,
+    state: TrackerState,
+    telemetry_path: str,
+    processes: Sequence[VmProcess] | None = None,
+) -> str:
+    """`processes`: the VMs to list, None when the per-VM collector is off."""
     rows = "".join(
         f"<tr><th class=l>{escape(k)}</th><td class=l>{escape(val)}</td></tr>"
         for k, val in summary_rows(snap)
@@ -79,13 +112,14 @@ def render_landing(snap: Snapshot, state: TrackerState, telemetry_path: str) -> 
     if not edges:
         edges = "<tr><td class=l colspan=6>No change of state seen yet.</td></tr>"
     path = escape(telemetry_path, quote=True)
+    vms = "" if processes is None else f"<h2>VMs</h2>{vm_rows(processes, snap.page_size)}"
     return (
         "<!DOCTYPE html><html><head><meta charset=utf-8>"
         f"<title>KSM Exporter</title><style>{_STYLE}</style></head><body>"
         f"<h1>KSM Exporter</h1><p>Version {escape(__version__)}. "
         f'<a href="{path}">Metrics</a> · <a href="transitions">Transitions (JSON)</a> · '
         '<a href="-/healthy">Health</a></p>'
-        f"<h2>KSM now</h2><table>{rows}</table>"
+        f"<h2>KSM now</h2><table>{rows}</table>{vms}"
         "<h2>Latest transitions</h2><table><tr><th class=l>Time</th><th class=l>From</th>"
         "<th class=l>To</th><th>Used MB</th><th>Free MB</th><th>Available MB</th></tr>"
         f"{edges}</table></body></html>"
