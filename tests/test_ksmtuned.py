@@ -224,3 +224,10 @@ def test_ps_metric_from_the_configuration() -> None:
     config, errors = parse_ksmtuned_conf("KSM_PS_METRIC=rss_anon\n")
     assert config.KSM_PS_METRIC == "pss"
     assert errors == ["KSM_PS_METRIC: not one of pss, rss, rsz, rssize, vsz, vsize: 'rss_anon'"]
+
+
+def test_kvm_names_are_checked_at_every_scrape_whatever_the_pattern(tmp_path: Path) -> None:
+    # ksmtuned's count needs them, even when --collector.process.pattern leaves them out.
+    c = collector(proxmox_node(tmp_path), pattern=None)
+    assert c._name_matters("kvm") and c._name_matters("qemu-kvm")
+    assert not c._name_matters("kvm-pit/500")

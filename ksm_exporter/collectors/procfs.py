@@ -26,6 +26,7 @@ from ksm_exporter.readers.ksmd import KSMD, clock_ticks, cpu_seconds, read_ksmd_
 from ksm_exporter.readers.ksmtuned import (
     KSMTUNED_NAME,
     KSMTUNED_QEMU,
+    PROXMOX_QEMU_NAME,
     committed_kb,
     ksmtuned_alive,
     ksmtuned_inputs,
@@ -70,7 +71,7 @@ class ProcfsCollector(Collector):
         """A process whose name this collector reports on: checked at every scrape."""
         pattern = self.options.process_pattern
         return (
-            name in (KSMD, KSMTUNED_NAME)
+            name in (KSMD, KSMTUNED_NAME, PROXMOX_QEMU_NAME)
             or KSMTUNED_QEMU.search(name) is not None
             or (pattern is not None and pattern.search(name) is not None)
         )
