@@ -55,13 +55,17 @@ def guest_name(option: str) -> str | None:
     return name or None
 
 
+def option_values(argv: Sequence[str], *options: str) -> list[str]:
+    """The values of every occurrence of the given options, in order."""
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in options]
+
+
 def vm_name(argv: Sequence[str]) -> str | None:
     """The guest name of the -name (or --name) options. qemu merges repeated -name options,
     a later value of a key replacing an earlier one, so the last guest name wins."""
     name: str | None = None
-    for i, arg in enumerate(argv[:-1]):
-        if arg in ("-name", "--name"):
-            name = guest_name(argv[i + 1]) or name
+    for value in option_values(argv, "-name", "--name"):
+        name = guest_name(value) or name
     return name
 
 
@@ -94,11 +98,6 @@ def present_identifiers(identities: Sequence[VmIdentity]) -> list[str]:
     return [name for name in IDENTIFIERS if any(getattr(i, name) for i in identities)]
 
 
-def option_values(argv: Sequence[str], *options: str) -> list[str]:
-    """The values of every occurrence of the given options, in order."""
-    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in options]
-
-
 def smbios_uuid(argv: Sequence[str]) -> str | None:
     """uuid= of `-smbios type=1,...`, the system UUID Proxmox VE sets this way."""
     found = None
@@ -112,9 +111,8 @@ def smbios_uuid(argv: Sequence[str]) -> str | None:
 def is_kubevirt(argv: Sequence[str]) -> bool:
     """The marks virt-launcher leaves: its run directories in paths, or the SMBIOS
     family/manufacturer KubeVirt it sets by default."""
-    for arg in argv:
-        if "/var/run/kubevirt" in arg or "/run/kubevirt" in arg:
-            return True
+    if any("/run/kubevirt" in arg for arg in argv):  # /var/run/kubevirt{,-private,...}
+        return True
     for value in option_values(argv, "-smbios", "--smbios"):
         items = split_option_list(value)
         if "family=KubeVirt" in items or "manufacturer=KubeVirt" in items:
