@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from ksm_exporter.model.derived import page_size
+from ksm_exporter.model.edge_cause import EdgeContext
 from ksm_exporter.readers import Paths, describe_error
 from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.sysfs_ksm import read_ksm
@@ -26,6 +27,8 @@ MEMINFO = "meminfo"  # the read-error label for <procfs>/meminfo
 
 TransitionListener = Callable[[Transition], None]
 SnapshotObserver = Callable[[Snapshot], None]
+# Reads who made an edge into `run` (readers/edge_inputs.py), given the memory read with it.
+EdgeExplainer = Callable[[int, MemInfo | None], EdgeContext]
 
 
 class ReadErrors:
@@ -63,10 +66,12 @@ class KsmMonitor:
         paths: Paths,
         tracker: TransitionTracker,
         state_file: StateFile | None = None,
+        explain_edge: EdgeExplainer | None = None,
     ) -> None:
         self.paths = paths
         self.tracker = tracker
         self.state_file = state_file
+        self.explain_edge = explain_edge
         self.read_errors = ReadErrors()
         self.page_size = page_size()
         self._listeners: list[TransitionListener] = []
@@ -117,7 +122,10 @@ class KsmMonitor:
 
     def _observe(self, run: int, memory: MemInfo | None, taken_at: float) -> None:
         with self._edge_lock:
-            t = self.tracker.observe(run, memory, taken_at)
+            context = None
+            if self.explain_edge is not None and self.tracker.is_edge(run):
+                context = self.explain_edge(run, memory)
+            t = self.tracker.observe(run, memory, taken_at, context)
             if t is None:
                 return
             if self.state_file is not None:
