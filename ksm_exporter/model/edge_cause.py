@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from ksm_exporter.model.derived import KIB, RunState, run_state
+from ksm_exporter.model.derived import KIB, RunState, mebibytes, run_state
 
 
 class Cause(str, Enum):
@@ -108,4 +108,36 @@ def explain_edge(run: int, figures: KsmtunedFigures, seen: ProcessesSeen) -> Edg
         ksmtuned_threshold_bytes=_bytes(figures.threshold_kb),
         ksmtuned_committed_bytes=_bytes(figures.committed_kb),
         ksmtuned_free_bytes=_bytes(figures.free_kb),
+    )
+
+
+def _mb(n: int | None) -> str:
+    return "?" if n is None else str(mebibytes(n))
+
+
+def _compare(free_bytes: int | None, threshold_bytes: int | None) -> str:
+    if free_bytes is None or threshold_bytes is None:
+        return "vs"
+    return "<" if free_bytes < threshold_bytes else ">" if free_bytes > threshold_bytes else "="
+
+
+def free_vs_threshold(free_bytes: int | None, threshold_bytes: int | None) -> str:
+    """`6315 < 6411`: ksmtuned's free memory against its threshold, in MB; `?` for what
+    was not observed. ksmtuned stops KSM only while free is above the threshold."""
+    return f"{_mb(free_bytes)} {_compare(free_bytes, threshold_bytes)} {_mb(threshold_bytes)}"
+
+
+def cause_text(cause: Cause, controller: str | None) -> str:
+    """`other (mom)`, `ksmtuned`."""
+    return f"{cause.value} ({controller})" if controller else cause.value
+
+
+def explanation(context: EdgeContext) -> str:
+    """What `watch --explain` appends to checkKSM_start_time.sh's line:
+    `cause: ksmtuned; ksmtuned free 6315 MB < threshold 6411 MB, committed 25742 MB.`"""
+    free, threshold = context.ksmtuned_free_bytes, context.ksmtuned_threshold_bytes
+    return (
+        f"cause: {cause_text(context.cause, context.controller)}; ksmtuned free {_mb(free)} MB "
+        f"{_compare(free, threshold)} threshold {_mb(threshold)} MB, "
+        f"committed {_mb(context.ksmtuned_committed_bytes)} MB."
     )

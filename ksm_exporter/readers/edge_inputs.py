@@ -7,6 +7,7 @@ the qemu processes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ksm_exporter.model.derived import KIB
@@ -21,6 +22,10 @@ from ksm_exporter.readers.ksmtuned import KSMTUNED_NAME, committed_kb, free_kb, 
 from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.readers.processes import ProcessNames, read_process_names
+
+# Who made an edge into `run`, given the memory read with it: edge_context with its
+# paths bound (functools.partial).
+EdgeExplainer = Callable[[int, MemInfo | None], EdgeContext]
 
 # Every PID namespace has a pid 1 and it is root's: when we cannot name it, processes of
 # other users are hidden from us (hidepid=2 leaves them out of the listing, hidepid=1

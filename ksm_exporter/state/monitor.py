@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 from ksm_exporter.model.derived import page_size
-from ksm_exporter.model.edge_cause import EdgeContext
 from ksm_exporter.readers import Paths, describe_error
+from ksm_exporter.readers.edge_inputs import EdgeExplainer
 from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.sysfs_ksm import read_ksm
 from ksm_exporter.state.snapshot import Snapshot
@@ -27,8 +27,6 @@ MEMINFO = "meminfo"  # the read-error label for <procfs>/meminfo
 
 TransitionListener = Callable[[Transition], None]
 SnapshotObserver = Callable[[Snapshot], None]
-# Reads who made an edge into `run` (readers/edge_inputs.py), given the memory read with it.
-EdgeExplainer = Callable[[int, MemInfo | None], EdgeContext]
 
 
 class ReadErrors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
@@ -94,6 +95,21 @@ class Transition:
             RunState.UNMERGING: "unmerging",
         }[self.to_state]
         return watch_message(what, self.mem_used_bytes, self.mem_free_bytes)
+
+
+def parse_history(text: str) -> tuple[list[Transition], list[str]]:
+    """The transitions of a state file (one JSON object a line, oldest first), and for
+    each line that is not one, `line N: why`."""
+    out: list[Transition] = []
+    problems: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Transition.from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError) as e:
+            problems.append(f"line {n}: {e}")
+    return out, problems
 
 
 def _opt_str(v: object) -> str | None:
