@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ksm_exporter.cli import main
+from ksm_exporter.daemon.web.landing import render_landing
 from ksm_exporter.model.derived import KIB, RunState, page_size
 from ksm_exporter.model.edge_cause import (
     Cause,
@@ -141,6 +142,11 @@ def test_ksmtuned_starts_and_stops_ksm_as_memory_crosses_its_threshold(tmp_path:
         (RunState.STOPPED, Cause.KSMTUNED): 1,
         (RunState.RUNNING, Cause.OTHER): 1,
     }
+    # The landing page's table: ksmtuned's free memory against its threshold, the cause.
+    page = render_landing(monitor.scrape(), monitor.tracker_state(), "/metrics")
+    assert "<td>5529 &lt; 6553</td><td class=l>ksmtuned</td>" in page
+    assert "<td>7577 &gt; 6553</td><td class=l>ksmtuned</td>" in page
+    assert "<td>7577 &gt; 6553</td><td class=l>other</td>" in page
 
 
 def test_an_edge_while_ksmtuned_is_absent_is_other_and_names_the_controller(
