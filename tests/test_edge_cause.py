@@ -7,6 +7,7 @@ qemu processes with their rss, maybe MOM or virt-handler); a fixture sysfs holds
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -18,10 +19,12 @@ from pathlib import Path
 import pytest
 
 from ksm_exporter.cli import main
+from ksm_exporter.daemon.systemd import JournalHandler
 from ksm_exporter.daemon.web.landing import render_landing
 from ksm_exporter.model.derived import KIB, RunState, page_size
 from ksm_exporter.model.edge_cause import (
     Cause,
+    EdgeContext,
     KsmtunedFigures,
     ProcessesSeen,
     edge_cause,
@@ -350,3 +353,32 @@ def test_transitions_command_answers_the_reports_question(
         {"ksmtuned": 5, "other": 2},
     )
     assert starts["free_min"] // 2**20 == 2847 and starts["free_max"] // 2**20 == 23273
+
+
+def test_a_failing_explanation_still_records_the_edge(tmp_path: Path) -> None:
+    def broken(run: int, memory: object) -> EdgeContext:
+        raise RuntimeError("a bug in reading the edge's inputs")
+
+    root = copy_fixture("linux-6.18", tmp_path)
+    monitor = KsmMonitor(Paths(root / "sys", root / "proc"), TransitionTracker(), None, broken)
+    monitor.poll()
+    t = edge(root, monitor, 1)
+    assert t.cause is Cause.UNKNOWN and t.mem_free_bytes is not None
+
+
+def test_journal_fields_of_an_explained_edge() -> None:
+    context = EdgeContext(Cause.OTHER, "mom", 6 * 2**30, None, 9 * 2**30)
+    t = TransitionTracker()
+    t.observe(0, None, 1.0)
+    edge_ = t.observe(1, None, 2.0, context)
+    assert edge_ is not None
+    record = logging.makeLogRecord(
+        {"msg": edge_.watch_message(), "levelno": logging.INFO, "fields": edge_.log_fields()}
+    )
+    entry = JournalHandler(lambda **_: None).entry(record)
+    assert {k: v for k, v in entry.items() if k.startswith(("KSM_C", "KSMTUNED"))} == {
+        "KSM_CAUSE": "other",
+        "KSM_CONTROLLER": "mom",
+        "KSMTUNED_THRESHOLD_BYTES": str(6 * 2**30),
+        "KSMTUNED_FREE_BYTES": str(9 * 2**30),  # committed was not observed: no field
+    }

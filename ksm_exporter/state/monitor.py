@@ -122,7 +122,10 @@ class KsmMonitor:
         with self._edge_lock:
             context = None
             if self.explain_edge is not None and self.tracker.is_edge(run):
-                context = self.explain_edge(run, memory)
+                try:
+                    context = self.explain_edge(run, memory)
+                except Exception:  # the edge is recorded all the same, its cause unknown
+                    log.exception("reading who made the edge failed")
             t = self.tracker.observe(run, memory, taken_at, context)
             if t is None:
                 return
