@@ -36,9 +36,10 @@ def test_corrupt_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     with open(sf.path, "a") as f:
         f.write('{"timestamp": 9, "to": "runn\n')
         f.write("not json\n")
+        f.write('"a JSON string"\n')
     loaded = sf.load()
     assert [t.to_state for t in loaded] == [RunState.RUNNING, RunState.STOPPED, RunState.RUNNING]
-    assert sf.errors == 2
+    assert sf.errors == 3
 
 
 def test_unwritable_location_keeps_going_and_counts(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from ksm_exporter.model.derived import RunState, mebibytes
 from ksm_exporter.model.edge_cause import Cause, cause_text, free_vs_threshold
 from ksm_exporter.model.watch_format import local_time
 from ksm_exporter.readers import describe_error
-from ksm_exporter.state.transitions import Transition, parse_history
+from ksm_exporter.state.transitions import BAD_ENTRY, Transition, parse_history
 
 PROG = "ksm-exporter transitions"
 TIMEOUT_SECONDS = 10.0
@@ -71,7 +71,7 @@ def from_url(url: str) -> tuple[list[Transition], list[str]]:
     for n, entry in enumerate(entries, 1):
         try:
             out.append(Transition.from_json(entry))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except BAD_ENTRY as e:
             problems.append(f"entry {n}: {e}")
     return out, problems
 

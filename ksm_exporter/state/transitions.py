@@ -97,6 +97,11 @@ class Transition:
         return watch_message(what, self.mem_used_bytes, self.mem_free_bytes)
 
 
+# What Transition.from_json raises for an entry that is not a transition (a JSON string
+# or list where an object belongs raises AttributeError or TypeError).
+BAD_ENTRY = (ValueError, KeyError, TypeError, AttributeError)
+
+
 def parse_history(text: str) -> tuple[list[Transition], list[str]]:
     """The transitions of a state file (one JSON object a line, oldest first), and for
     each line that is not one, `line N: why`."""
@@ -107,7 +112,7 @@ def parse_history(text: str) -> tuple[list[Transition], list[str]]:
             continue
         try:
             out.append(Transition.from_json(json.loads(line)))
-        except (ValueError, KeyError, TypeError) as e:
+        except BAD_ENTRY as e:
             problems.append(f"line {n}: {e}")
     return out, problems
 
