@@ -245,6 +245,12 @@ def test_transitions_errors_are_one_line(tmp_path: Path) -> None:
         f"ksm-exporter transitions: cannot read http://127.0.0.1:{port}/transitions: "
         "Connection refused\n"
     )
+    r = run_cli("transitions", "--url=127.0.0.1:9941")
+    assert (r.returncode, r.stderr) == (
+        1,
+        "ksm-exporter transitions: --url 127.0.0.1:9941/transitions: "
+        "not an http:// or https:// URL\n",
+    )
     r = run_cli("transitions", f"--state.file={tmp_path}/absent")
     assert (r.returncode, r.stderr) == (
         1,

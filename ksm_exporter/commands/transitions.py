@@ -15,6 +15,7 @@ import json
 import statistics
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Sequence
@@ -51,6 +52,12 @@ def transitions_url(url: str) -> str:
 def from_url(url: str) -> tuple[list[Transition], list[str]]:
     """The history a running exporter serves, and `entry N: why` for each bad entry."""
     try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError as e:  # `http://[::1`
+        raise SourceError(f"--url {url}: {e}") from None
+    if scheme not in ("http", "https"):
+        raise SourceError(f"--url {url}: not an http:// or https:// URL")
+    try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
             body = response.read()
     except urllib.error.HTTPError as e:
@@ -60,6 +67,8 @@ def from_url(url: str) -> tuple[list[Transition], list[str]]:
         raise SourceError(f"cannot read {url}: {reason}") from None
     except OSError as e:  # a timeout or reset while reading the body
         raise SourceError(f"cannot read {url}: {describe_error(e)}") from None
+    except ValueError as e:  # a URL urllib cannot open: `http://host:port:9`
+        raise SourceError(f"--url {url}: {e}") from None
     try:
         entries = json.loads(body)
     except ValueError as e:
