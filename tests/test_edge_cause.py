@@ -6,6 +6,7 @@ qemu processes with their rss, maybe MOM or virt-handler); a fixture sysfs holds
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -13,6 +14,8 @@ import re
 import shutil
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -382,3 +385,61 @@ def test_journal_fields_of_an_explained_edge() -> None:
         "KSMTUNED_THRESHOLD_BYTES": str(6 * 2**30),
         "KSMTUNED_FREE_BYTES": str(9 * 2**30),  # committed was not observed: no field
     }
+
+
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
+
+
+def as_nobody_under_hidepid(fn: Callable[[Path], object], mountpoint: Path) -> object:
+    """fn(proc) as nobody, `proc` a fresh procfs mounted with hidepid=2 on `mountpoint` in
+    a mount namespace of its own (gone with the child: nothing else ever sees the mount).
+    pytest.skip when the kernel or the container refuses the namespace or the mount."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            libc = ctypes.CDLL(None, use_errno=True)
+            for call, args in (
+                ("unshare", (CLONE_NEWNS,)),
+                ("mount", (b"none", b"/", None, MS_REC | MS_PRIVATE, None)),
+                ("mount", (b"proc", bytes(mountpoint), b"proc", 0, b"hidepid=2")),
+            ):
+                if getattr(libc, call)(*args) != 0:
+                    why = f"{call}: {os.strerror(ctypes.get_errno())}"
+                    os.write(write_end, json.dumps({"skip": why}).encode())
+                    os._exit(0)
+            result = run_as_nobody(lambda: fn(mountpoint))
+            os.write(write_end, json.dumps({"result": result}).encode())
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child failed"
+    answer = json.loads(data)
+    if "skip" in answer:
+        pytest.skip(f"cannot mount a procfs with hidepid=2: {answer['skip']}")
+    return answer["result"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a procfs and drop to nobody")
+def test_a_real_procfs_with_hidepid_gives_unknown() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        memory = read_meminfo(Path("/proc"))
+
+        def explain(proc: Path) -> object:
+            c = edge_context(proc, STOCK_CONF, PAGE, 1, memory)
+            return [c.cause.value, c.ksmtuned_committed_bytes, c.ksmtuned_free_bytes is None]
+
+        # nobody sees only its own processes: not pid 1, not ksmtuned, not qemu.
+        assert as_nobody_under_hidepid(explain, Path(d)) == ["unknown", None, False]
+    # root sees every process of the real /proc: whether ksmtuned runs is known.
+    assert edge_context(Path("/proc"), STOCK_CONF, PAGE, 1, memory).cause is not Cause.UNKNOWN
