@@ -14,7 +14,6 @@ import re
 import shutil
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -41,7 +40,7 @@ from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.state_file import StateFile
 from ksm_exporter.state.transitions import Transition, TransitionTracker
 
-from .as_nobody import run_as_nobody
+from .as_nobody import run_as_nobody, run_in_child
 from .fake_procfs import QEMU_PIDS, write_ksmtuned_node, write_meminfo, write_statm
 from .support import FIXTURES, copy_fixture, write_ksm
 
@@ -395,35 +394,20 @@ def as_nobody_under_hidepid(fn: Callable[[Path], object], mountpoint: Path) -> o
     """fn(proc) as nobody, `proc` a fresh procfs mounted with hidepid=2 on `mountpoint` in
     a mount namespace of its own (gone with the child: nothing else ever sees the mount).
     pytest.skip when the kernel or the container refuses the namespace or the mount."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            libc = ctypes.CDLL(None, use_errno=True)
-            for call, args in (
-                ("unshare", (CLONE_NEWNS,)),
-                ("mount", (b"none", b"/", None, MS_REC | MS_PRIVATE, None)),
-                ("mount", (b"proc", bytes(mountpoint), b"proc", 0, b"hidepid=2")),
-            ):
-                if getattr(libc, call)(*args) != 0:
-                    why = f"{call}: {os.strerror(ctypes.get_errno())}"
-                    os.write(write_end, json.dumps({"skip": why}).encode())
-                    os._exit(0)
-            result = run_as_nobody(lambda: fn(mountpoint))
-            os.write(write_end, json.dumps({"result": result}).encode())
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the child failed"
-    answer = json.loads(data)
+
+    def mounted() -> object:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for call, args in (
+            ("unshare", (CLONE_NEWNS,)),
+            ("mount", (b"none", b"/", None, MS_REC | MS_PRIVATE, None)),
+            ("mount", (b"proc", bytes(mountpoint), b"proc", 0, b"hidepid=2")),
+        ):
+            if getattr(libc, call)(*args) != 0:
+                return {"skip": f"{call}: {os.strerror(ctypes.get_errno())}"}
+        return {"result": run_as_nobody(lambda: fn(mountpoint))}
+
+    answer = run_in_child(mounted)
+    assert isinstance(answer, dict)
     if "skip" in answer:
         pytest.skip(f"cannot mount a procfs with hidepid=2: {answer['skip']}")
     return answer["result"]
