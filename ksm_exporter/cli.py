@@ -1,4 +1,5 @@
-"""Entry point: `ksm-exporter [flags]` serves; `status`, `watch`, `experiment` are subcommands."""
+"""Entry point: `ksm-exporter [flags]` serves; `status`, `watch`, `transitions`, `experiment`
+are subcommands."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .commands import watch
 
         return watch.run(flags.watch_parser().parse_args(args[1:]))
+    if command == "transitions":
+        from .commands import transitions
+
+        return transitions.run(flags.transitions_parser().parse_args(args[1:]))
     if command == "experiment":
         from .commands import experiment
 
@@ -31,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve.run(
             flags.serve_parser().parse_args(args[1:] if args[:1] == ["serve"] else args)
         )
-    flags.serve_parser().error(f"unknown command {command!r} (commands: status, watch, experiment)")
+    flags.serve_parser().error(
+        f"unknown command {command!r} (commands: status, watch, transitions, experiment)"
+    )
 
 
 if __name__ == "__main__":

@@ -130,7 +130,8 @@ def serve_parser() -> OneLineParser:
     p = OneLineParser(
         prog="ksm-exporter",
         description="Prometheus exporter for Linux Kernel Same-page Merging (KSM). "
-        "Subcommands: status, watch, experiment (see `ksm-exporter SUBCOMMAND --help`).",
+        "Subcommands: status, watch, transitions, experiment "
+        "(see `ksm-exporter SUBCOMMAND --help`).",
     )
     p.add_argument("--version", action="version", version=f"ksm-exporter {__version__}")
     p.add_argument(
@@ -235,14 +236,7 @@ def add_collector_flags(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="at most this many processes exported, those with most merging pages (default 200)",
     )
-    p.add_argument(
-        "--collector.ksmtuned.config",
-        dest="ksmtuned_config",
-        type=Path,
-        default=DEFAULT_KSMTUNED_CONFIG,
-        metavar="FILE",
-        help=f"ksmtuned's configuration (default {DEFAULT_KSMTUNED_CONFIG})",
-    )
+    add_ksmtuned_config(p)
     p.add_argument(
         "--settle.full-scans",
         dest="settle_full_scans",
@@ -251,6 +245,17 @@ def add_collector_flags(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="ksm_settled: pages_sharing moved by less than 1%% over the last K full scans "
         f"(default {DEFAULT_SETTLE_FULL_SCANS})",
+    )
+
+
+def add_ksmtuned_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--collector.ksmtuned.config",
+        dest="ksmtuned_config",
+        type=Path,
+        default=DEFAULT_KSMTUNED_CONFIG,
+        metavar="FILE",
+        help=f"ksmtuned's configuration (default {DEFAULT_KSMTUNED_CONFIG})",
     )
 
 
@@ -271,6 +276,41 @@ def watch_parser() -> OneLineParser:
     )
     add_path_flags(p)
     add_watch_interval(p)
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="append to each line who made the change (ksmtuned, other, unknown) and "
+        "ksmtuned's free memory, threshold and committed memory at that moment",
+    )
+    add_ksmtuned_config(p)
+    return p
+
+
+DEFAULT_TRANSITIONS_URL = "http://127.0.0.1:9941"
+
+
+def transitions_parser() -> OneLineParser:
+    p = OneLineParser(
+        prog="ksm-exporter transitions",
+        description="Print the recorded KSM starts and stops (time, from -> to, used/free "
+        "MB, ksmtuned's free memory against its threshold, cause) and, per direction, the "
+        "free memory at which they happened (min/median/max).",
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--url",
+        default=DEFAULT_TRANSITIONS_URL,
+        help=f"a running exporter, read at URL/transitions (default {DEFAULT_TRANSITIONS_URL})",
+    )
+    source.add_argument(
+        "--state.file",
+        dest="state_file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="read the exporter's --state.file instead",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead")
     return p
 
 

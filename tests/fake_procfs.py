@@ -42,17 +42,80 @@ def write_process(
     d.mkdir(parents=True)
     (d / "comm").write_text(comm + "\n")
     (d / "stat").write_text(stat_line(pid, comm, state, kernel_thread, utime, stime, rss_pages))
-    if rss_pages:
-        statm = f"{rss_pages + 1000} {rss_pages} {rss_pages // 10} 500 0 {rss_pages} 0\n"
-    else:  # kernel threads and zombies have no memory
-        statm = "0 0 0 0 0 0 0\n"
-    (d / "statm").write_text(statm)
+    write_statm(proc, pid, rss_pages)
     (d / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in cmdline))
     if ksm_stat is not None:
         (d / "ksm_stat").write_text(ksm_stat)
     if ksm_merging_pages is not None:
         (d / "ksm_merging_pages").write_text(f"{ksm_merging_pages}\n")
     return d
+
+
+def write_statm(proc: Path, pid: int, rss_pages: int) -> None:
+    if rss_pages:
+        statm = f"{rss_pages + 1000} {rss_pages} {rss_pages // 10} 500 0 {rss_pages} 0\n"
+    else:  # kernel threads and zombies have no memory
+        statm = "0 0 0 0 0 0 0\n"
+    (proc / str(pid) / "statm").write_text(statm)
+
+
+def write_meminfo(proc: Path, total_kb: int, free_kb: int, buffers_kb: int = 0) -> None:
+    """/proc/meminfo with these figures (Cached 0: ksmtuned's free is MemFree + Buffers)."""
+    text = (
+        f"MemTotal:       {total_kb} kB\nMemFree:        {free_kb} kB\n"
+        f"MemAvailable:   {free_kb + buffers_kb} kB\nBuffers:        {buffers_kb} kB\n"
+        "Cached:         0 kB\n"
+    )
+    tmp = proc / ".meminfo.tmp"
+    tmp.write_text(text)
+    tmp.replace(proc / "meminfo")  # whole, as the kernel prints it: no torn read
+
+
+# The pids of write_ksmtuned_node's processes.
+INIT_PID = 1
+KSMTUNED_PID = 900
+QEMU_PIDS = range(2000, 2100)
+CONTROLLER_PIDS = {"momd": 950, "virt-handler": 960}
+
+
+def write_ksmtuned_node(
+    proc: Path,
+    *,
+    total_kb: int,
+    free_kb: int,
+    qemu_rss_kb: Sequence[int],
+    ksmtuned: bool = True,
+    controllers: Sequence[str] = (),
+    init: bool = True,
+    page_size: int = 4096,
+) -> Path:
+    """A compute node as ksmtuned sees it: meminfo, systemd as pid 1 (absent with
+    init=False: what hidepid=2 shows an unprivileged reader), a ksmtuned process (the bash
+    script, named after it), qemu-kvm processes with the given rss, and the named
+    controllers' processes (momd, virt-handler)."""
+    proc.mkdir(parents=True, exist_ok=True)
+    write_meminfo(proc, total_kb, free_kb)
+    if init:
+        write_process(proc, INIT_PID, "systemd", cmdline=["/sbin/init"], rss_pages=3000)
+    if ksmtuned:
+        write_process(
+            proc,
+            KSMTUNED_PID,
+            "ksmtuned",
+            cmdline=["/bin/bash", "/usr/sbin/ksmtuned"],
+            rss_pages=900,
+        )
+    for name in controllers:
+        write_process(proc, CONTROLLER_PIDS[name], name, cmdline=[name], rss_pages=9000)
+    for i, rss_kb in enumerate(qemu_rss_kb):
+        write_process(
+            proc,
+            QEMU_PIDS[i],
+            "qemu-kvm",
+            cmdline=vm_cmdline(i),
+            rss_pages=rss_kb * 1024 // page_size,
+        )
+    return proc
 
 
 def ksm_stat_6_18(rmap_items: int, zero_pages: int, merging_pages: int, page_size: int) -> str:

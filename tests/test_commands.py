@@ -1,17 +1,29 @@
-"""`status` and `watch`: the seed's two scripts as commands."""
+"""`status` and `watch`: checkKSM_pages_info.sh and checkKSM_start_time.sh as commands;
+`transitions`: the edges they recorded."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .support import FIXTURES, REPO, copy_fixture, exporter_command, wait_until, write_ksm
+from .fake_procfs import write_ksmtuned_node
+from .support import (
+    FIXTURES,
+    REPO,
+    copy_fixture,
+    exporter_command,
+    free_port,
+    run_exporter,
+    wait_until,
+    write_ksm,
+)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -99,20 +111,26 @@ WATCH_LINE = re.compile(
 )
 
 
-def test_watch_prints_each_edge_like_checkksm_start_time(tmp_path: Path) -> None:
-    root = copy_fixture("linux-6.18", tmp_path)  # run=0: nothing printed at start
-    out = tmp_path / "watch.log"
+def start_watch(root: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`watch` on a fixture tree, polling every 50 ms, its lines into `out`."""
     with open(out, "w") as f:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             exporter_command(
                 "watch",
                 f"--path.sysfs={root}/sys",
                 f"--path.procfs={root}/proc",
                 "--watch.interval=50ms",
+                *extra,
             ),
             stdout=f,
             cwd=REPO,
         )
+
+
+def test_watch_prints_each_edge_like_checkksm_start_time(tmp_path: Path) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)  # run=0: nothing printed at start
+    out = tmp_path / "watch.log"
+    proc = start_watch(root, out)
     try:
         time.sleep(0.3)
         assert out.read_text() == ""
@@ -157,3 +175,104 @@ def test_python_dash_m_and_version() -> None:
         env={**os.environ},
     )
     assert r.returncode == 0 and r.stdout.startswith("ksm-exporter ")
+
+
+def test_watch_explain_appends_the_cause_and_ksmtuned_figures(tmp_path: Path) -> None:
+    root = tmp_path / "node"
+    shutil.copytree(FIXTURES / "linux-4.13" / "sys", root / "sys")  # run=1
+    # 32 GiB, ksmtuned's threshold 20% = 6553 MB; 2 GiB free, 28 GiB of VMs: it starts KSM.
+    write_ksmtuned_node(
+        root / "proc",
+        total_kb=32 * 2**20,
+        free_kb=2 * 2**20,
+        qemu_rss_kb=[14 * 2**20, 14 * 2**20],
+        page_size=os.sysconf("SC_PAGESIZE"),
+    )
+    out = tmp_path / "watch.log"
+    proc = start_watch(
+        root, out, "--explain", f"--collector.ksmtuned.config={FIXTURES}/ksmtuned/stock.conf"
+    )
+    try:
+        wait_until(lambda: out.read_text().count("\n") == 1, what="the first line")
+        for run, n in ((0, 2), (1, 3)):
+            write_ksm(root, "run", run)
+            wait_until(lambda n=n: out.read_text().count("\n") == n, what=f"{n} lines")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+    figures = "ksmtuned free 2048 MB < threshold 6553 MB, committed 28672 MB."
+    running, stopped, started = out.read_text().splitlines()
+    # The script's line, byte for byte, then the explanation.
+    assert all(WATCH_LINE.match(line.split(" cause: ")[0]) for line in (running, stopped))
+    # Running when watch started: who started it is not known.
+    assert running.endswith(
+        "KSM is running. 30720 MB used. 2048 MB free. cause: unknown; " + figures
+    )
+    assert started.endswith(
+        ": KSM is running. 30720 MB used. 2048 MB free. cause: ksmtuned; " + figures
+    )
+    # ksmtuned's rule says run with 2 GB free: someone else stopped it.
+    assert stopped.endswith(
+        ": KSM is not running. 30720 MB used. 2048 MB free. cause: other; " + figures
+    )
+
+
+def test_transitions_from_a_running_exporter(tmp_path: Path) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    no_conf = f"--collector.ksmtuned.config={tmp_path}/absent.conf"
+    with run_exporter(root, no_conf, tmp=tmp_path) as exporter:
+        write_ksm(root, "run", 1)
+        wait_until(lambda: exporter.metrics().get("ksm_run") == 1, what="run=1 seen")
+        _, body = exporter.get("/transitions")
+        assert len(json.loads(body)) == 1
+        r = run_cli("transitions", f"--url=http://127.0.0.1:{exporter.port}")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    _header, row, _blank, starts = r.stdout.splitlines()
+    assert row.split()[2:] == [
+        "stopped",
+        "->",
+        "running",
+        "25743",
+        "6318",
+        "9590",  # MemFree + Buffers + Cached
+        "vs",
+        "?",
+        "unknown",
+    ]
+    # This /proc has no pid 1 (as when hidden) and there is no ksmtuned.conf: unknown.
+    assert starts == (
+        "starts (-> running): 1 (unknown 1); free memory min 6318 MB, median 6318 MB, max 6318 MB"
+    )
+
+
+def test_transitions_errors_are_one_line(tmp_path: Path) -> None:
+    port = free_port()
+    r = run_cli("transitions", f"--url=http://127.0.0.1:{port}")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == (
+        f"ksm-exporter transitions: cannot read http://127.0.0.1:{port}/transitions: "
+        "Connection refused\n"
+    )
+    r = run_cli("transitions", "--url=127.0.0.1:9941")
+    assert (r.returncode, r.stderr) == (
+        1,
+        "ksm-exporter transitions: --url 127.0.0.1:9941/transitions: "
+        "not an http:// or https:// URL\n",
+    )
+    r = run_cli("transitions", f"--state.file={tmp_path}/absent")
+    assert (r.returncode, r.stderr) == (
+        1,
+        f"ksm-exporter transitions: cannot read {tmp_path}/absent: No such file or directory\n",
+    )
+    # A broken line: what can be read is printed, the rest named on one line, exit 1.
+    state = tmp_path / "state.jsonl"
+    good = {"timestamp": 1.0e9, "from": "stopped", "to": "running", "run": 1}
+    state.write_text(json.dumps(good) + '\n{"timestamp": 2\n')
+    r = run_cli("transitions", f"--state.file={state}")
+    assert r.returncode == 1 and "stopped -> running" in r.stdout
+    assert (
+        r.stderr.startswith(f"ksm-exporter transitions: {state}: 1 entries skipped: line 2: ")
+        and r.stderr.count("\n") == 1
+    )
+    r = run_cli("transitions", f"--state.file={state}", "--url=http://127.0.0.1:1")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1

@@ -77,7 +77,9 @@ def test_meminfo_vanishing_is_counted_and_survived(tmp_path: Path) -> None:
         assert first is not None and first >= 1
         assert metric(exp, "ksm_pages_sharing") == 3000  # KSM itself is still read
         write_ksm(root, "run", 1)  # an edge without memory figures is still recorded
-        wait_until(lambda: metric(exp, 'ksm_run_transitions_total{state="running"}') == 1)
+        wait_until(
+            lambda: metric(exp, 'ksm_run_transitions_total{cause="unknown",state="running"}') == 1
+        )
         (root / "proc/meminfo.away").rename(meminfo)
         count = metric(exp, key)
         assert metric(exp, key) == count  # readable again: no longer counted

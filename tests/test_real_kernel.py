@@ -3,6 +3,7 @@ of run 1 -> 0 -> 1 -> 2 -> 0 is counted with its memory. Settings restored by `r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -62,9 +63,18 @@ def test_merged_pages_and_every_edge_on_the_real_kernel(
             real_ksm.write("run", run)
             wait_until(lambda r=run: exp.metrics()["ksm_run"] == r, what=f"run={run} seen")
         m = exp.metrics()
-        assert m['ksm_run_transitions_total{state="running"}'] == 2
-        assert m['ksm_run_transitions_total{state="stopped"}'] == 2
-        assert m['ksm_run_transitions_total{state="unmerging"}'] == 1
+        # This test wrote `run` itself, not ksmtuned: every edge's cause is `other`.
+        assert m['ksm_run_transitions_total{cause="other",state="running"}'] == 2
+        assert m['ksm_run_transitions_total{cause="other",state="stopped"}'] == 2
+        assert m['ksm_run_transitions_total{cause="other",state="unmerging"}'] == 1
+        _, body = exp.get("/transitions")
+        assert [(t["to"], t["cause"]) for t in json.loads(body)] == [
+            ("running", "other"),
+            ("stopped", "other"),
+            ("running", "other"),
+            ("unmerging", "other"),
+            ("stopped", "other"),
+        ]
         assert m['ksm_run_state{state="stopped"}'] == 1
         mem = read_meminfo(Path("/proc"))
         for state in ("running", "stopped", "unmerging"):

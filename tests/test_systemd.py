@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -32,11 +33,13 @@ from ksm_exporter.daemon.watcher import Watcher
 from ksm_exporter.flags import serve_parser
 from ksm_exporter.model.derived import MIB, page_size
 from ksm_exporter.readers import Paths
+from ksm_exporter.readers.edge_inputs import edge_context
 from ksm_exporter.readers.meminfo import read_meminfo
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.transitions import TransitionTracker
 
 from .support import (
+    FIXTURES,
     NotifySocket,
     copy_fixture,
     free_port,
@@ -48,6 +51,7 @@ from .support import (
 )
 
 KSM = "sys/kernel/mm/ksm"
+KSMTUNED_STOCK_CONF = FIXTURES / "ksmtuned" / "stock.conf"
 
 # --- sd_notify over a real socket ----------------------------------------------------------
 
@@ -264,7 +268,10 @@ def test_a_transition_is_one_journal_entry_with_its_fields(
     assert logging.getLogger().handlers == [handler]  # the journal alone: no second copy
 
     root = copy_fixture("linux-6.18", tmp_path)
-    monitor = KsmMonitor(Paths(root / "sys", root / "proc"), TransitionTracker())
+    # This /proc holds meminfo alone: ksmtuned's committed memory (the rss of qemu) and
+    # whether ksmtuned runs are not to be seen, its threshold and free memory are.
+    explain = partial(edge_context, root / "proc", KSMTUNED_STOCK_CONF, page_size())
+    monitor = KsmMonitor(Paths(root / "sys", root / "proc"), TransitionTracker(), None, explain)
     monitor.add_listener(log_transition)
     monitor.poll()
     write_ksm(root, "run", 1)
@@ -272,7 +279,7 @@ def test_a_transition_is_one_journal_entry_with_its_fields(
 
     [entry] = journal.entries
     mem = read_meminfo(root / "proc")
-    ksm_fields = {k: v for k, v in entry.items() if k.startswith("KSM_")}
+    ksm_fields = {k: v for k, v in entry.items() if k.startswith("KSM")}
     assert entry["MESSAGE"] == "KSM is running. 25743 MB used. 6318 MB free."
     assert ksm_fields == {
         "KSM_RUN_FROM": "stopped",
@@ -281,6 +288,9 @@ def test_a_transition_is_one_journal_entry_with_its_fields(
         "KSM_MEM_USED_BYTES": str(mem.used),
         "KSM_MEM_FREE_BYTES": str(mem.free),
         "KSM_MEM_AVAILABLE_BYTES": str(mem.available),
+        "KSM_CAUSE": "unknown",
+        "KSMTUNED_THRESHOLD_BYTES": str(mem.total // 1024 * 20 // 100 * 1024),
+        "KSMTUNED_FREE_BYTES": str(mem.free + mem.buffers + mem.cached),
     }
     assert entry["PRIORITY"] == "6" and entry["SYSLOG_IDENTIFIER"] == "ksm-exporter"
     assert entry["LOGGER"] == "ksm_exporter" and entry["CODE_FUNC"] == "log_transition"

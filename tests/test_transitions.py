@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from ksm_exporter.model.derived import RunState, is_running, run_state, sharing_ratio
+from ksm_exporter.model.edge_cause import Cause, EdgeContext
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.state.transitions import Transition, TransitionTracker
 
@@ -45,7 +46,12 @@ def test_first_look_is_not_a_change_and_each_edge_is_counted_with_memory() -> No
     tracker.observe(2, MEM, 106.0)
     state = tracker.state()
     assert state.current is RunState.UNMERGING
-    assert state.counts == {RunState.RUNNING: 2, RunState.STOPPED: 1, RunState.UNMERGING: 1}
+    # Observed without an edge context: no telling who made the edges.
+    assert {k: n for k, n in state.counts.items() if n} == {
+        (RunState.RUNNING, Cause.UNKNOWN): 2,
+        (RunState.STOPPED, Cause.UNKNOWN): 1,
+        (RunState.UNMERGING, Cause.UNKNOWN): 1,
+    }
     assert state.last[RunState.RUNNING].timestamp == 105.0
     assert state.last[RunState.STOPPED].mem_free_bytes is None  # memory was unreadable
     assert [t.to_state.value for t in state.history] == [
@@ -64,7 +70,7 @@ def test_history_is_bounded_and_restored_history_gives_last_edges() -> None:
     assert [t.timestamp for t in history] == [7.0, 8.0, 9.0]
     again = TransitionTracker(max_history=3, restored=history)
     state = again.state()
-    assert state.counts == dict.fromkeys(RunState, 0)
+    assert set(state.counts.values()) == {0}
     assert state.last[RunState.RUNNING].timestamp == 9.0
     assert state.last[RunState.STOPPED].timestamp == 8.0
 
@@ -76,3 +82,46 @@ def test_json_round_trip_and_watch_message() -> None:
     assert t is not None
     assert Transition.from_json(t.to_json()) == t
     assert t.watch_message() == "KSM is running. 26624 MB used. 6144 MB free."
+
+
+def test_an_edge_is_counted_by_its_cause_and_keeps_its_context() -> None:
+    tracker = TransitionTracker()
+    context = EdgeContext(
+        cause=Cause.OTHER,
+        controller="mom",
+        ksmtuned_threshold_bytes=6 * 2**30,
+        ksmtuned_committed_bytes=20 * 2**30,
+        ksmtuned_free_bytes=None,  # not observed
+    )
+    assert not tracker.is_edge(1)  # the first look is not an edge
+    tracker.observe(0, MEM, 1.0)
+    assert tracker.is_edge(1) and not tracker.is_edge(4)  # 4: stopped, offline bit
+    t = tracker.observe(1, MEM, 2.0, context)
+    assert t is not None
+    assert (t.cause, t.controller, t.ksmtuned_free_bytes) == (Cause.OTHER, "mom", None)
+    assert t.ksmtuned_threshold_bytes == 6 * 2**30 and t.ksmtuned_committed_bytes == 20 * 2**30
+    counts = tracker.state().counts
+    assert counts[RunState.RUNNING, Cause.OTHER] == 1 and sum(counts.values()) == 1
+    d = t.to_json()
+    assert (d["cause"], d["controller"], d["ksmtuned_free_bytes"]) == ("other", "mom", None)
+    assert Transition.from_json(d) == t
+    # The log line's fields leave out what was not observed.
+    fields = t.log_fields()
+    assert fields["cause"] == "other" and fields["controller"] == "mom"
+    assert fields["ksmtuned_threshold_bytes"] == 6 * 2**30
+    assert "ksmtuned_free_bytes" not in fields
+
+
+def test_a_history_saved_before_causes_reads_as_unknown() -> None:
+    old = {
+        "timestamp": 5.0,
+        "from": "stopped",
+        "to": "running",
+        "run": 1,
+        "mem_total_bytes": MEM.total,
+        "mem_used_bytes": MEM.used,
+        "mem_free_bytes": MEM.free,
+        "mem_available_bytes": MEM.available,
+    }
+    t = Transition.from_json(old)
+    assert (t.cause, t.controller, t.ksmtuned_threshold_bytes) == (Cause.UNKNOWN, None, None)

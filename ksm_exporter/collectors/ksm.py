@@ -111,11 +111,13 @@ def run_state_metrics(state: TrackerState) -> Iterator[Metric]:
     c = CounterMetricFamily(
         "ksm_run_transitions",
         "Changes of the KSM run state into each state seen by the exporter (its first look "
-        "at start-up is not a change).",
-        labels=["state"],
+        "at start-up is not a change), by cause: ksmtuned (its rule on its inputs at the "
+        "change gives the new state), other (ksmtuned not running or its rule says the "
+        "opposite), unknown (its inputs or the process table could not be seen).",
+        labels=["state", "cause"],
     )
-    for s in RunState:
-        c.add_metric([s.value], state.counts.get(s, 0))
+    for (s, cause), n in state.counts.items():
+        c.add_metric([s.value, cause.value], n)
     yield c
     families = {
         "timestamp": GaugeMetricFamily(
@@ -125,8 +127,8 @@ def run_state_metrics(state: TrackerState) -> Iterator[Metric]:
         ),
         "used": GaugeMetricFamily(
             "ksm_last_transition_memory_used_bytes",
-            "Used memory (MemTotal - MemFree, as free(1) of procps 3.2 and the seed's log "
-            "print it) at the latest change into this state.",
+            "Used memory (MemTotal - MemFree, as free(1) of procps 3.2 and "
+            "checkKSM_start_time.sh's log print it) at the latest change into this state.",
             labels=["state"],
         ),
         "free": GaugeMetricFamily(

@@ -1,1 +1,1 @@
-"""Subcommands: serve (the daemon), status, watch, experiment."""
+"""Subcommands: serve (the daemon), status, watch, transitions, experiment."""

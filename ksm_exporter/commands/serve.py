@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -25,7 +26,9 @@ from ksm_exporter.daemon.web.app import ExporterApp
 from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits, ListenAddressError
 from ksm_exporter.daemon.web.webconfig import WebConfig, WebConfigError, load_web_config
 from ksm_exporter.flags import FlagError, flag_names, given_flags, serve_parser
+from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers import Paths, describe_error
+from ksm_exporter.readers.edge_inputs import edge_context
 from ksm_exporter.readers.shell_assignments import parse_assignments
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.settle import SettleTracker
@@ -36,20 +39,8 @@ log = logging.getLogger("ksm_exporter")
 
 
 def log_transition(t: Transition) -> None:
-    """One line per edge, its message the seed's watch line."""
-    log.info(
-        t.watch_message(),
-        extra={
-            "fields": {
-                "from": t.from_state.value if t.from_state else "unknown",
-                "to": t.to_state.value,
-                "run": t.run,
-                "mem_used_bytes": t.mem_used_bytes,
-                "mem_free_bytes": t.mem_free_bytes,
-                "mem_available_bytes": t.mem_available_bytes,
-            }
-        },
-    )
+    """One line per edge, its message checkKSM_start_time.sh's line."""
+    log.info(t.watch_message(), extra={"fields": t.log_fields()})
 
 
 @dataclass
@@ -183,7 +174,8 @@ def build(args: argparse.Namespace) -> Daemon:
     state_file = StateFile(args.state_file) if args.state_file else None
     restored = state_file.load() if state_file else []
     tracker = TransitionTracker(args.max_history, restored)
-    monitor = KsmMonitor(paths, tracker, state_file)
+    explain = partial(edge_context, paths.procfs, args.ksmtuned_config, page_size())
+    monitor = KsmMonitor(paths, tracker, state_file, explain)
     monitor.add_listener(log_transition)
     watcher = Watcher(monitor, args.watch_interval)
     extra = extra_collectors(args, monitor)

@@ -1,4 +1,5 @@
-"""`ksm-exporter watch`: a line at each KSM start and stop, like checkKSM_start_time.sh."""
+"""`ksm-exporter watch`: a line at each KSM start and stop, like checkKSM_start_time.sh
+(byte for byte); with --explain, who made the change and ksmtuned's figures after it."""
 
 from __future__ import annotations
 
@@ -7,31 +8,54 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
+from functools import partial
 from typing import TextIO
 
-from ksm_exporter.model.derived import is_running
+from ksm_exporter.model.derived import is_running, page_size
+from ksm_exporter.model.edge_cause import Cause, explanation
 from ksm_exporter.model.watch_format import watch_line, watch_message
 from ksm_exporter.readers import Paths
-from ksm_exporter.readers.meminfo import read_meminfo
+from ksm_exporter.readers.edge_inputs import EdgeExplainer, edge_context
+from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.sysfs_ksm import read_ksm
 
 
-def watch(paths: Paths, interval: float, out: TextIO, stop: threading.Event) -> None:
+def watch(
+    paths: Paths,
+    interval: float,
+    out: TextIO,
+    stop: threading.Event,
+    explain: EdgeExplainer | None = None,
+) -> None:
+    """`explain` (--explain): who made each change, appended to the script's line."""
     # Like the script, start from "not running": a line at once only if KSM already runs.
     running = False
+    first_look = True
     while not stop.is_set():
         reading = read_ksm(paths.ksm_dir, only=("run",))
         run = reading.values.get("run")
         if run is not None and is_running(run) != running:
             running = not running
+            mem: MemInfo | None
             try:
                 mem = read_meminfo(paths.procfs)
-                used, free = mem.used, mem.free
             except (OSError, ValueError):
-                used = free = None
+                mem = None
             what = "running" if running else "not running"
-            out.write(watch_line(time.time(), watch_message(what, used, free)) + "\n")
+            line = watch_line(
+                time.time(),
+                watch_message(what, mem.used if mem else None, mem.free if mem else None),
+            )
+            if explain is not None:
+                context = explain(run, mem)
+                if first_look:  # running before we looked: who started it is not known
+                    context = replace(context, cause=Cause.UNKNOWN, controller=None)
+                line += " " + explanation(context)
+            out.write(line + "\n")
             out.flush()  # often piped into a log file: every line out at once
+        if run is not None:
+            first_look = False
         stop.wait(interval)
 
 
@@ -47,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        watch(paths, args.watch_interval, sys.stdout, stop)
+        explain = None
+        if args.explain:
+            explain = partial(edge_context, paths.procfs, args.ksmtuned_config, page_size())
+        watch(paths, args.watch_interval, sys.stdout, stop, explain)
     except BrokenPipeError:  # `watch | head`: the reader left
         return 0
     return 0

@@ -59,11 +59,12 @@ _FIELD_NAMES = {"from": "KSM_RUN_FROM", "to": "KSM_RUN_TO"}
 
 def journal_field(key: str) -> str:
     """`mem_used_bytes` -> KSM_MEM_USED_BYTES: journal field names are upper case, and the
-    prefix keeps ours apart from journald's own (MESSAGE, PRIORITY, _PID ...)."""
+    prefix keeps ours apart from journald's own (MESSAGE, PRIORITY, _PID ...). ksmtuned's
+    inputs keep their own prefix: `ksmtuned_free_bytes` -> KSMTUNED_FREE_BYTES."""
     if key in _FIELD_NAMES:
         return _FIELD_NAMES[key]
     name = re.sub(r"[^A-Z0-9_]", "_", key.upper())
-    return name if name.startswith("KSM_") else f"KSM_{name}"
+    return name if name.startswith(("KSM_", "KSMTUNED_")) else f"KSM_{name}"
 
 
 Sender = Callable[..., object]

@@ -48,6 +48,7 @@ def sharing_ratio(pages_sharing: int, pages_shared: int) -> float:
     return pages_sharing / pages_shared
 
 
+KIB = 1024
 MIB = 1024 * 1024
 
 

@@ -14,6 +14,11 @@ def watch_message(what: str, used_bytes: int | None, free_bytes: int | None) -> 
     return f"KSM is {what}. {used} MB used. {free} MB free."
 
 
+def local_time(timestamp: float) -> str:
+    """checkKSM_start_time.sh's `date +"%Y-%m-%d %T"`: local time."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
 def watch_line(timestamp: float, message: str) -> str:
-    """The seed's `date +"%Y-%m-%d %T"` prefix, local time."""
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(timestamp))}: {message}"
+    """The script's line: the time, a colon, the message."""
+    return f"{local_time(timestamp)}: {message}"

@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ksm_exporter.model.derived import KIB
+from ksm_exporter.model.edge_cause import ksmtuned_would_run
 from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.readers.processes import (
@@ -35,8 +37,6 @@ from ksm_exporter.readers.processes import (
     read_vsz_pages,
 )
 from ksm_exporter.readers.vm_processes import QEMU_PATTERN
-
-KIB = 1024
 
 # ksmtuned counts the processes its pgrep finds, whatever --collector.process.pattern says.
 KSMTUNED_QEMU = re.compile(QEMU_PATTERN)
@@ -113,11 +113,7 @@ class KsmtunedInputs:
     @property
     def would_run(self) -> bool:
         """False exactly when ksmtuned's next adjustment stops KSM."""
-        stop = (
-            self.committed_kb + self.threshold_kb < self.total_kb
-            and self.free_kb > self.threshold_kb
-        )
-        return not stop
+        return ksmtuned_would_run(self.total_kb, self.threshold_kb, self.committed_kb, self.free_kb)
 
 
 def ksmtuned_inputs(config: KsmtunedConfig, memory: MemInfo, committed: int) -> KsmtunedInputs:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers import Paths, describe_error
+from ksm_exporter.readers.edge_inputs import EdgeExplainer
 from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.sysfs_ksm import read_ksm
 from ksm_exporter.state.snapshot import Snapshot
@@ -63,10 +64,12 @@ class KsmMonitor:
         paths: Paths,
         tracker: TransitionTracker,
         state_file: StateFile | None = None,
+        explain_edge: EdgeExplainer | None = None,
     ) -> None:
         self.paths = paths
         self.tracker = tracker
         self.state_file = state_file
+        self.explain_edge = explain_edge
         self.read_errors = ReadErrors()
         self.page_size = page_size()
         self._listeners: list[TransitionListener] = []
@@ -117,7 +120,13 @@ class KsmMonitor:
 
     def _observe(self, run: int, memory: MemInfo | None, taken_at: float) -> None:
         with self._edge_lock:
-            t = self.tracker.observe(run, memory, taken_at)
+            context = None
+            if self.explain_edge is not None and self.tracker.is_edge(run):
+                try:
+                    context = self.explain_edge(run, memory)
+                except Exception:  # the edge is recorded all the same, its cause unknown
+                    log.exception("reading who made the edge failed")
+            t = self.tracker.observe(run, memory, taken_at, context)
             if t is None:
                 return
             if self.state_file is not None:

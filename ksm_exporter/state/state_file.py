@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ksm_exporter.state.transitions import Transition
+from ksm_exporter.state.transitions import Transition, parse_history
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,10 @@ class StateFile:
             self.errors += 1
             log.error("cannot read state file %s: %s; starting with an empty history", self.path, e)
             return []
-        out: list[Transition] = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(Transition.from_json(json.loads(line)))
-            except (ValueError, KeyError, TypeError) as e:
-                self.errors += 1
-                log.warning("state file %s line %d skipped: %s", self.path, n, e)
+        out, problems = parse_history(text)
+        for problem in problems:
+            self.errors += 1
+            log.warning("state file %s: skipped %s", self.path, problem)
         return out
 
     def save(self, history: Iterable[Transition]) -> bool:

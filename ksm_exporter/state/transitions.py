@@ -1,7 +1,8 @@
-"""Run-state transitions: what the seed's checkKSM_start_time.sh logged by hand."""
+"""Run-state transitions: what checkKSM_start_time.sh logged by hand, and who made each."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from ksm_exporter.model.derived import RunState, run_state
+from ksm_exporter.model.edge_cause import Cause, EdgeContext
 from ksm_exporter.model.watch_format import watch_message
 from ksm_exporter.readers.meminfo import MemInfo
 
@@ -24,11 +26,19 @@ class Transition:
     mem_used_bytes: int | None
     mem_free_bytes: int | None
     mem_available_bytes: int | None
+    # ksmtuned's inputs at the edge (None: not observed) and who made the edge
+    # (model/edge_cause.py); an edge recorded without them has cause unknown.
+    ksmtuned_threshold_bytes: int | None = None
+    ksmtuned_committed_bytes: int | None = None
+    ksmtuned_free_bytes: int | None = None
+    cause: Cause = Cause.UNKNOWN
+    controller: str | None = None
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
         d["from"] = self.from_state.value if self.from_state else None
         d["to"] = self.to_state.value
+        d["cause"] = self.cause.value
         del d["from_state"], d["to_state"]
         d["time"] = datetime.fromtimestamp(self.timestamp).astimezone().isoformat()
         return d
@@ -49,11 +59,36 @@ class Transition:
             mem_used_bytes=opt_int("mem_used_bytes"),
             mem_free_bytes=opt_int("mem_free_bytes"),
             mem_available_bytes=opt_int("mem_available_bytes"),
+            ksmtuned_threshold_bytes=opt_int("ksmtuned_threshold_bytes"),
+            ksmtuned_committed_bytes=opt_int("ksmtuned_committed_bytes"),
+            ksmtuned_free_bytes=opt_int("ksmtuned_free_bytes"),
+            # A history saved before causes were recorded: no telling who made its edges.
+            cause=Cause(d.get("cause") or Cause.UNKNOWN.value),
+            controller=_opt_str(d.get("controller")),
         )
 
+    def log_fields(self) -> dict[str, object]:
+        """The fields of the edge's log line and journal entry; what was not observed is
+        left out rather than logged as None."""
+        fields: dict[str, object | None] = {
+            "from": self.from_state.value if self.from_state else "unknown",
+            "to": self.to_state.value,
+            "run": self.run,
+            "mem_used_bytes": self.mem_used_bytes,
+            "mem_free_bytes": self.mem_free_bytes,
+            "mem_available_bytes": self.mem_available_bytes,
+            "cause": self.cause.value,
+            "controller": self.controller,
+            "ksmtuned_threshold_bytes": self.ksmtuned_threshold_bytes,
+            "ksmtuned_committed_bytes": self.ksmtuned_committed_bytes,
+            "ksmtuned_free_bytes": self.ksmtuned_free_bytes,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
+
     def watch_message(self) -> str:
-        """The seed's log line without its time stamp: `KSM is running. N MB used. M MB free.`"""
-        # The seed only knew running / not running; unmerging (run=2) is said as such.
+        """checkKSM_start_time.sh's line without its time stamp:
+        `KSM is running. N MB used. M MB free.`"""
+        # The script only knew running / not running; unmerging (run=2) is said as such.
         what = {
             RunState.RUNNING: "running",
             RunState.STOPPED: "not running",
@@ -62,9 +97,43 @@ class Transition:
         return watch_message(what, self.mem_used_bytes, self.mem_free_bytes)
 
 
+# What Transition.from_json raises for an entry that is not a transition (a JSON string
+# or list where an object belongs raises AttributeError or TypeError).
+BAD_ENTRY = (ValueError, KeyError, TypeError, AttributeError)
+
+
+def parse_history(text: str) -> tuple[list[Transition], list[str]]:
+    """The transitions of a state file (one JSON object a line, oldest first), and for
+    each line that is not one, `line N: why`."""
+    out: list[Transition] = []
+    problems: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Transition.from_json(json.loads(line)))
+        except BAD_ENTRY as e:
+            problems.append(f"line {n}: {e}")
+    return out, problems
+
+
+def _opt_str(v: object) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise TypeError(f"not a string: {v!r}")
+    return v
+
+
 def transition_at(
-    timestamp: float, before: RunState | None, run: int, memory: MemInfo | None
+    timestamp: float,
+    before: RunState | None,
+    run: int,
+    memory: MemInfo | None,
+    context: EdgeContext | None = None,
 ) -> Transition:
+    if context is None:
+        context = EdgeContext(cause=Cause.UNKNOWN)
     return Transition(
         timestamp=timestamp,
         from_state=before,
@@ -74,6 +143,11 @@ def transition_at(
         mem_used_bytes=memory.used if memory else None,
         mem_free_bytes=memory.free if memory else None,
         mem_available_bytes=memory.available if memory else None,
+        ksmtuned_threshold_bytes=context.ksmtuned_threshold_bytes,
+        ksmtuned_committed_bytes=context.ksmtuned_committed_bytes,
+        ksmtuned_free_bytes=context.ksmtuned_free_bytes,
+        cause=context.cause,
+        controller=context.controller,
     )
 
 
@@ -82,7 +156,7 @@ class TrackerState:
     """A consistent copy of the tracker for one scrape."""
 
     current: RunState | None
-    counts: dict[RunState, int]
+    counts: dict[tuple[RunState, Cause], int]  # edges into each state, by cause
     last: dict[RunState, Transition]
     history: tuple[Transition, ...]
 
@@ -97,23 +171,35 @@ class TransitionTracker:
     def __init__(self, max_history: int = 100, restored: Iterable[Transition] = ()) -> None:
         self._lock = threading.Lock()
         self._current: RunState | None = None
-        self._counts = dict.fromkeys(RunState, 0)
+        self._counts = {(s, c): 0 for s in RunState for c in Cause}
         self._history: deque[Transition] = deque(restored, maxlen=max_history)
         # Restored history gives the latest edge into each state across restarts; the
         # counters start at zero, as a Prometheus counter may after a restart.
         self._last: dict[RunState, Transition] = {t.to_state: t for t in self._history}
 
+    def is_edge(self, run: int) -> bool:
+        """Whether observing `run` now records an edge: ask before reading the edge's
+        context (edge_inputs.py), which is read only then."""
+        with self._lock:
+            return self._current is not None and self._current != run_state(run)
+
     def observe(
-        self, run: int, memory: MemInfo | None, timestamp: float | None = None
+        self,
+        run: int,
+        memory: MemInfo | None,
+        timestamp: float | None = None,
+        context: EdgeContext | None = None,
     ) -> Transition | None:
+        """`context`: ksmtuned's inputs and the cause at this edge (None: cause unknown)."""
         state = run_state(run)
         with self._lock:
             before = self._current
             self._current = state
             if before is None or before == state:
                 return None
-            t = transition_at(time.time() if timestamp is None else timestamp, before, run, memory)
-            self._counts[state] += 1
+            at = time.time() if timestamp is None else timestamp
+            t = transition_at(at, before, run, memory, context)
+            self._counts[state, t.cause] += 1
             self._last[state] = t
             self._history.append(t)
             return t

@@ -9,6 +9,7 @@ from html import escape
 
 from ksm_exporter import __version__
 from ksm_exporter.model.derived import mebibytes, run_state, saved_bytes, sharing_ratio
+from ksm_exporter.model.edge_cause import cause_text, free_vs_threshold
 from ksm_exporter.model.qemu import present_identifiers
 from ksm_exporter.readers.vm_processes import VmProcess
 from ksm_exporter.state.snapshot import Snapshot
@@ -106,11 +107,13 @@ def render_landing(
         f"<td class=l>{escape(t.to_state.value)}</td>"
         f"<td>{_mb(t.mem_used_bytes)}</td><td>{_mb(t.mem_free_bytes)}</td>"
         f"<td>{_mb(t.mem_available_bytes)}</td>"
+        f"<td>{escape(free_vs_threshold(t.ksmtuned_free_bytes, t.ksmtuned_threshold_bytes))}</td>"
+        f"<td class=l>{escape(cause_text(t.cause, t.controller))}</td>"
         "</tr>"
         for t in reversed(state.history)
     )
     if not edges:
-        edges = "<tr><td class=l colspan=6>No change of state seen yet.</td></tr>"
+        edges = "<tr><td class=l colspan=8>No change of state seen yet.</td></tr>"
     path = escape(telemetry_path, quote=True)
     vms = "" if processes is None else f"<h2>VMs</h2>{vm_rows(processes, snap.page_size)}"
     return (
@@ -121,6 +124,7 @@ def render_landing(
         '<a href="-/healthy">Health</a></p>'
         f"<h2>KSM now</h2><table>{rows}</table>{vms}"
         "<h2>Latest transitions</h2><table><tr><th class=l>Time</th><th class=l>From</th>"
-        "<th class=l>To</th><th>Used MB</th><th>Free MB</th><th>Available MB</th></tr>"
+        "<th class=l>To</th><th>Used MB</th><th>Free MB</th><th>Available MB</th>"
+        "<th>ksmtuned free / threshold MB</th><th class=l>Cause</th></tr>"
         f"{edges}</table></body></html>"
     )

@@ -1,0 +1,208 @@
+"""`ksm-exporter transitions`: the recorded KSM starts and stops, and the free memory at
+which they happened.
+
+The KSM test report asked when ksmtuned starts and stops KSM, and could only say "around
+7 GB free" from a log written once a second by checkKSM_start_time.sh. The exporter
+records every edge with the memory, ksmtuned's inputs and the cause; this prints them as
+a table and, per direction, the free memory (MemFree, the log's "MB free") at the edges:
+min, median, max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ksm_exporter.model.derived import RunState, mebibytes
+from ksm_exporter.model.edge_cause import Cause, cause_text, free_vs_threshold
+from ksm_exporter.model.watch_format import local_time
+from ksm_exporter.readers import describe_error
+from ksm_exporter.state.transitions import BAD_ENTRY, Transition, parse_history
+
+PROG = "ksm-exporter transitions"
+TIMEOUT_SECONDS = 10.0
+
+# How each direction is named in the summary.
+DIRECTIONS = {
+    RunState.RUNNING: "starts",
+    RunState.STOPPED: "stops",
+    RunState.UNMERGING: "unmerges",
+}
+
+
+class SourceError(Exception):
+    """The history could not be read at all: one line for the user."""
+
+
+def transitions_url(url: str) -> str:
+    """The exporter's address, or its /transitions page already."""
+    url = url.rstrip("/")
+    return url if url.endswith("/transitions") else url + "/transitions"
+
+
+def from_url(url: str) -> tuple[list[Transition], list[str]]:
+    """The history a running exporter serves, and `entry N: why` for each bad entry."""
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError as e:  # `http://[::1`
+        raise SourceError(f"--url {url}: {e}") from None
+    if scheme not in ("http", "https"):
+        raise SourceError(f"--url {url}: not an http:// or https:// URL")
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
+            body = response.read()
+    except urllib.error.HTTPError as e:
+        raise SourceError(f"cannot read {url}: HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        reason = e.reason if isinstance(e.reason, str) else describe_error(e.reason)
+        raise SourceError(f"cannot read {url}: {reason}") from None
+    except OSError as e:  # a timeout or reset while reading the body
+        raise SourceError(f"cannot read {url}: {describe_error(e)}") from None
+    except ValueError as e:  # a URL urllib cannot open: `http://host:port:9`
+        raise SourceError(f"--url {url}: {e}") from None
+    try:
+        entries = json.loads(body)
+    except ValueError as e:
+        raise SourceError(f"{url} did not answer JSON: {e}") from None
+    if not isinstance(entries, list):
+        raise SourceError(f"{url} did not answer a list of transitions")
+    out: list[Transition] = []
+    problems: list[str] = []
+    for n, entry in enumerate(entries, 1):
+        try:
+            out.append(Transition.from_json(entry))
+        except BAD_ENTRY as e:
+            problems.append(f"entry {n}: {e}")
+    return out, problems
+
+
+def from_state_file(path: Path) -> tuple[list[Transition], list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SourceError(f"cannot read {path}: {describe_error(e)}") from None
+    return parse_history(text)
+
+
+def _mb(n: int | None) -> str:
+    return "?" if n is None else str(mebibytes(n))
+
+
+HEADER = ("time", "change", "used MB", "free MB", "ksmtuned free/threshold MB", "cause")
+RIGHT = {2, 3}  # the MB columns
+
+
+def table(history: Sequence[Transition]) -> list[str]:
+    rows = [HEADER] + [
+        (
+            local_time(t.timestamp),
+            f"{t.from_state.value if t.from_state else '?'} -> {t.to_state.value}",
+            _mb(t.mem_used_bytes),
+            _mb(t.mem_free_bytes),
+            free_vs_threshold(t.ksmtuned_free_bytes, t.ksmtuned_threshold_bytes),
+            cause_text(t.cause, t.controller),
+        )
+        for t in history
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    return [
+        "  ".join(
+            cell.rjust(w) if i in RIGHT else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Direction:
+    """The edges into one state: how many, by cause, and MemFree at them (bytes)."""
+
+    state: RunState
+    edges: int
+    causes: dict[str, int]
+    free_min: int | None
+    free_median: int | None
+    free_max: int | None
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["state"] = self.state.value
+        return d
+
+    def line(self) -> str:
+        """`starts (-> running): 7 (ksmtuned 5, other 2); free memory min 2847 MB, ...`"""
+        causes = ", ".join(f"{c} {n}" for c, n in self.causes.items())
+        if self.free_min is None:
+            memory = "free memory not recorded"
+        else:
+            memory = (
+                f"free memory min {_mb(self.free_min)} MB, median {_mb(self.free_median)} MB, "
+                f"max {_mb(self.free_max)} MB"
+            )
+        return (
+            f"{DIRECTIONS[self.state]} (-> {self.state.value}): {self.edges} ({causes}); {memory}"
+        )
+
+
+def summary(history: Sequence[Transition]) -> list[Direction]:
+    out = []
+    for state in DIRECTIONS:  # starts first
+        edges = [t for t in history if t.to_state is state]
+        if not edges:
+            continue
+        causes = Counter(t.cause for t in edges)
+        free = [t.mem_free_bytes for t in edges if t.mem_free_bytes is not None]
+        out.append(
+            Direction(
+                state=state,
+                edges=len(edges),
+                causes={c.value: causes[c] for c in Cause if causes[c]},
+                free_min=min(free) if free else None,
+                free_median=int(statistics.median(free)) if free else None,
+                free_max=max(free) if free else None,
+            )
+        )
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.state_file is not None:
+            history, problems = from_state_file(args.state_file)
+            source = str(args.state_file)
+        else:
+            source = transitions_url(args.url)
+            history, problems = from_url(source)
+    except SourceError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        doc = {
+            "transitions": [t.to_json() for t in history],
+            "summary": [d.to_json() for d in summary(history)],
+        }
+        print(json.dumps(doc, indent=1))
+    elif history:
+        print("\n".join(table(history)))
+        print()
+        print("\n".join(d.line() for d in summary(history)))
+    else:
+        print("No change of the KSM run state recorded.")
+    if problems:
+        # What could be read is printed above; the rest is named here, on one line.
+        print(
+            f"{PROG}: {source}: {len(problems)} entries skipped: {'; '.join(problems)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,87 @@
+"""What is read at an edge of `run` to say who made it (model/edge_cause.py): ksmtuned's
+inputs as its script computes them, and which controllers' processes are running.
+
+Read only when `run` changed: one walk of the process table, ksmtuned.conf and the rss of
+the qemu processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ksm_exporter.model.derived import KIB
+from ksm_exporter.model.edge_cause import (
+    CONTROLLER_PROCESSES,
+    EdgeContext,
+    KsmtunedFigures,
+    ProcessesSeen,
+    explain_edge,
+)
+from ksm_exporter.readers.ksmtuned import KSMTUNED_NAME, committed_kb, free_kb, threshold_kb
+from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
+from ksm_exporter.readers.meminfo import MemInfo
+from ksm_exporter.readers.processes import ProcessNames, read_process_names
+
+# Who made an edge into `run`, given the memory read with it: edge_context with its
+# paths bound (functools.partial).
+EdgeExplainer = Callable[[int, MemInfo | None], EdgeContext]
+
+# Every PID namespace has a pid 1 and it is root's: when we cannot name it, processes of
+# other users are hidden from us (hidepid=2 leaves them out of the listing, hidepid=1
+# refuses their files), and ksmtuned, qemu and the controllers are root's or others'.
+INIT_PID = 1
+
+
+def processes_seen(names: ProcessNames) -> ProcessesSeen:
+    if names.error is not None or INIT_PID not in names.names:
+        return ProcessesSeen(visible=False)
+    running = set(names.names.values())
+    return ProcessesSeen(
+        visible=True,
+        ksmtuned_running=KSMTUNED_NAME in running,
+        controllers=tuple(c for name, c in CONTROLLER_PROCESSES.items() if name in running),
+    )
+
+
+def read_edge_config(path: Path) -> KsmtunedConfig | None:
+    """ksmtuned.conf, or None when it is absent or unreadable: we cannot tell then which
+    settings ksmtuned runs with (the exporter may see another /etc than ksmtuned's). A
+    wrong value keeps its default, as the scrape's ksmtuned_* gauges do (and report)."""
+    if not path.is_file():
+        return None
+    try:
+        config, _problems = read_ksmtuned_conf(path)
+    except OSError:
+        return None
+    return config
+
+
+def ksmtuned_figures(
+    procfs: Path,
+    names: ProcessNames,
+    seen: ProcessesSeen,
+    config: KsmtunedConfig | None,
+    memory: MemInfo | None,
+    page_size: int,
+) -> KsmtunedFigures:
+    total = None if memory is None else memory.total // KIB
+    return KsmtunedFigures(
+        total_kb=total,
+        threshold_kb=None if total is None or config is None else threshold_kb(total, config),
+        # The rss of hidden qemu processes cannot be summed: no figure rather than a low one.
+        committed_kb=committed_kb(procfs, names, page_size) if seen.visible else None,
+        free_kb=None if memory is None else free_kb(memory),
+    )
+
+
+def edge_context(
+    procfs: Path, ksmtuned_config: Path, page_size: int, run: int, memory: MemInfo | None
+) -> EdgeContext:
+    """Who made the edge into `run`, from the process table, ksmtuned.conf and `memory`
+    (meminfo as read at the edge; None when it could not be read)."""
+    names = read_process_names(procfs)
+    seen = processes_seen(names)
+    config = read_edge_config(ksmtuned_config)
+    figures = ksmtuned_figures(procfs, names, seen, config, memory, page_size)
+    return explain_edge(run, figures, seen)
