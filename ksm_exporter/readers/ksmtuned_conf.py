@@ -45,10 +45,15 @@ def parse_ksmtuned_conf(text: str) -> tuple[KsmtunedConfig, list[str]]:
         value = assigned.get(name, "")
         if value == "":  # ${NAME:-default}: unset and empty both take the default
             continue
-        if _INTEGER.match(value):
-            values[name] = int(value)
-        else:
+        if not _INTEGER.match(value):
             errors.append(f"{name}: not a decimal integer: {value[:40]!r}; using the default")
+        # bash's arithmetic is signed 64-bit: a larger number is not one ksmtuned can use.
+        elif len(value.lstrip("+-")) > 19 or abs(int(value)) >= 2**63:
+            errors.append(
+                f"{name}: outside the signed 64-bit range: {value[:40]}; using the default"
+            )
+        else:
+            values[name] = int(value)
     return KsmtunedConfig(**values), errors
 
 
