@@ -202,6 +202,7 @@ def health_metrics(snap: Snapshot, monitor: KsmMonitor) -> Iterator[Metric]:
     if monitor.state_file is not None:
         yield CounterMetricFamily(
             "ksm_exporter_state_file_errors",
-            "Loads and saves of --state.file that failed; the history is kept in memory.",
+            "Lines of --state.file dropped at start (not a well-formed entry), and loads and "
+            "saves that failed; the history is kept in memory.",
             value=monitor.state_file.errors,
         )

@@ -1,7 +1,8 @@
-"""Run-state transitions: what the seed's checkKSM_start_time.sh logged by hand."""
+"""Run-state transitions: what checkKSM_start_time.sh logged by hand."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -12,6 +13,32 @@ from datetime import datetime
 from ksm_exporter.model.derived import RunState, run_state
 from ksm_exporter.model.watch_format import watch_message
 from ksm_exporter.readers.meminfo import MemInfo
+
+# Bounds of a well-formed --state.file entry. Memory figures above 2^60 bytes (an exbibyte)
+# are no machine's; a time more than a day ahead of the clock was not written by this
+# clock (a day leaves room for a clock stepped back by NTP or a time zone mistake).
+MAX_BYTES = 2**60
+FUTURE_MARGIN_SECONDS = 86400.0
+
+
+class BadEntry(ValueError):
+    """A --state.file entry that is not well-formed; the message says which field."""
+
+
+def _whole(value: object, key: str, low: int, high: int) -> int:
+    """An integer (not a bool, not a float) in [low, high], else BadEntry."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadEntry(f"{key}: not a whole number from {low} to {high}")
+    return value
+
+
+def _state(value: object, key: str) -> RunState | None:
+    if value is None:
+        return None
+    try:
+        return RunState(value)
+    except (ValueError, TypeError):  # TypeError: a list or an object
+        raise BadEntry(f"{key}: not one of {', '.join(s.value for s in RunState)}") from None
 
 
 @dataclass(frozen=True)
@@ -34,21 +61,33 @@ class Transition:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, object]) -> Transition:
-        def opt_int(key: str) -> int | None:
-            v = d.get(key)
-            return None if v is None else int(v)  # type: ignore[arg-type]
-
-        from_value = d.get("from")
+    def from_json(cls, d: object, now: float | None = None) -> Transition:
+        """An entry of --state.file (a parsed JSON line); BadEntry says what is wrong.
+        Keys it does not know are ignored, so a file written by a newer version loads."""
+        if not isinstance(d, dict):
+            raise BadEntry("not a JSON object")
+        for key, value in d.items():  # generic: every byte figure, known or to come
+            if isinstance(key, str) and key.endswith("_bytes") and value is not None:
+                _whole(value, "a memory figure (*_bytes)", 0, MAX_BYTES)
+        timestamp = d.get("timestamp")
+        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
+            raise BadEntry("timestamp: not a number")
+        latest = (time.time() if now is None else now) + FUTURE_MARGIN_SECONDS
+        if not (math.isfinite(timestamp) and 0 <= timestamp <= latest):
+            raise BadEntry("timestamp: not a finite time between 1970 and now")
+        run = _whole(d.get("run"), "run", 0, 2**32 - 1)  # the kernel's unsigned int
+        to_state = _state(d.get("to"), "to")
+        if to_state is None or to_state is not run_state(run):
+            raise BadEntry("to: not the state of run")
         return cls(
-            timestamp=float(d["timestamp"]),  # type: ignore[arg-type]
-            from_state=RunState(from_value) if from_value else None,
-            to_state=RunState(d["to"]),
-            run=int(d["run"]),  # type: ignore[arg-type]
-            mem_total_bytes=opt_int("mem_total_bytes"),
-            mem_used_bytes=opt_int("mem_used_bytes"),
-            mem_free_bytes=opt_int("mem_free_bytes"),
-            mem_available_bytes=opt_int("mem_available_bytes"),
+            timestamp=float(timestamp),
+            from_state=_state(d.get("from"), "from"),
+            to_state=to_state,
+            run=run,
+            mem_total_bytes=d.get("mem_total_bytes"),  # type: ignore[arg-type]
+            mem_used_bytes=d.get("mem_used_bytes"),  # type: ignore[arg-type]
+            mem_free_bytes=d.get("mem_free_bytes"),  # type: ignore[arg-type]
+            mem_available_bytes=d.get("mem_available_bytes"),  # type: ignore[arg-type]
         )
 
     def watch_message(self) -> str:
