@@ -27,6 +27,7 @@ from ksm_exporter.state.transitions import TrackerState
 
 log = logging.getLogger(__name__)
 
+
 def _family(m: FileMetric, value: int) -> Metric:
     v = value * m.scale if m.scale != 1.0 else value
     if m.kind == "counter":

@@ -30,7 +30,7 @@ from ksm_exporter.daemon.web.webconfig import (
     reload_web_config,
 )
 from ksm_exporter.flags import FlagError, flag_names, given_flags, serve_parser
-from ksm_exporter.readers import Paths, describe_error
+from ksm_exporter.readers import Paths, describe_error, read_regular_file
 from ksm_exporter.readers.shell_assignments import parse_assignments
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.settle import SettleTracker
@@ -153,7 +153,8 @@ def args_file_reloader(path: Path, args: argparse.Namespace) -> Callable[[], Non
 
     def reload_args() -> None:
         try:
-            assigned, problems = parse_assignments(path.read_text(encoding="utf-8"))
+            text = read_regular_file(path, 64 * 1024).decode("utf-8")  # a FIFO: refused
+            assigned, problems = parse_assignments(text)
         except (OSError, UnicodeDecodeError) as e:
             raise RuntimeError(f"{path}: {describe_error(e)}") from e
         if problems:

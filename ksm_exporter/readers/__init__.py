@@ -6,7 +6,9 @@ file never costs the rest of a scrape.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +65,30 @@ def parse_kernel_int(text: str | bytes, what: str = "", signed: bool = False) ->
         kind = "signed" if signed else "unsigned"
         raise ValueError(f"{prefix}outside the {kind} 64-bit range: {s[:40]}")
     return int(s, 10)
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """A configuration file of at most `limit` bytes, whole. O_NONBLOCK and fstat before
+    reading: a FIFO, a device or a directory in its place is refused rather than read (a
+    FIFO without a writer would block the caller for good, /dev/zero would never end). A
+    symlink to a regular file is fine. Raises OSError, also when the file is too large."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))  # IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, limit + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def describe_error(e: Exception) -> str:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ksm_exporter.readers import read_regular_file
 from ksm_exporter.readers.shell_assignments import parse_assignments
 
 DEFAULT_PATH = Path("/etc/ksmtuned.conf")
@@ -59,9 +60,10 @@ def parse_ksmtuned_conf(text: str) -> tuple[KsmtunedConfig, list[str]]:
 
 def read_ksmtuned_conf(path: Path) -> tuple[KsmtunedConfig, list[str]]:
     """An absent file is ksmtuned's defaults, as the script only sources it if it exists.
-    Raises OSError when the file exists but cannot be read."""
+    Raises OSError when the file exists but cannot be read (or is no regular file of at
+    most 64 KiB: a FIFO there must not block the scrape)."""
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, 64 * 1024)
     except FileNotFoundError:
         return KsmtunedConfig(), []
     return parse_ksmtuned_conf(data.decode("utf-8", "replace"))

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
-import os
 import re
-import stat
 import threading
 from collections import Counter
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ksm_exporter.readers import read_regular_file
 
 if TYPE_CHECKING:
     import ssl
@@ -337,28 +336,11 @@ MAX_FILE_BYTES = 64 * 1024
 
 
 def read_config_file(path: Path) -> str:
-    """The file's text. O_NONBLOCK and fstat first: a FIFO, a device or a directory put
-    in its place is refused at once rather than read (a FIFO would block the reload, and
-    with it the shutdown). A symlink to a regular file is fine (configuration managers
-    use them). WebConfigError says what is wrong."""
+    """The file's text; WebConfigError says what is wrong. A FIFO, a device or a directory
+    put in its place is refused at once rather than read (a FIFO would block the reload,
+    and with it the shutdown)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise OSError(errno.EINVAL, "not a regular file")
-            if st.st_size > MAX_FILE_BYTES:
-                raise OSError(errno.EFBIG, f"larger than {MAX_FILE_BYTES} bytes")
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := os.read(fd, MAX_FILE_BYTES + 1 - size):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_FILE_BYTES:
-                    raise OSError(errno.EFBIG, f"larger than {MAX_FILE_BYTES} bytes")
-        finally:
-            os.close(fd)
-        text = b"".join(chunks).decode("utf-8")
+        text = read_regular_file(path, MAX_FILE_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise WebConfigError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
     if not text.strip():

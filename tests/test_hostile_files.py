@@ -1,9 +1,14 @@
-"""Numbers from procfs and sysfs that no kernel prints (400 digits, past 64 bits, "+5",
+"""Files as a disk, an editor or an attacker may leave them.
+
+Numbers from procfs and sysfs that no kernel prints (400 digits, past 64 bits, "+5",
 other scripts' digits) are a read error for that file, never an exception that fails a
-scrape: prometheus-client's float() raises OverflowError past 1e308."""
+scrape: prometheus-client's float() raises OverflowError past 1e308. Configuration files
+replaced by a FIFO, a device or a directory are refused without blocking."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,8 +17,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from ksm_exporter.collectors.ksm import KsmCollector
 from ksm_exporter.model.derived import page_size
-from ksm_exporter.readers import Paths, parse_kernel_int
-from ksm_exporter.readers.ksmtuned_conf import parse_ksmtuned_conf
+from ksm_exporter.readers import Paths, parse_kernel_int, read_regular_file
+from ksm_exporter.readers.ksmtuned_conf import (
+    KsmtunedConfig,
+    parse_ksmtuned_conf,
+    read_ksmtuned_conf,
+)
 from ksm_exporter.readers.meminfo import parse_meminfo
 from ksm_exporter.readers.process_ksm import parse_ksm_stat, read_process_ksm
 from ksm_exporter.readers.processes import list_pids, parse_stat, read_rss_pages
@@ -22,7 +31,7 @@ from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.transitions import TransitionTracker
 
 from .fake_procfs import stat_line
-from .support import copy_fixture, parse_samples
+from .support import copy_fixture, parse_samples, run_exporter, wait_until
 from .test_procfs_collector import collector, scrape
 
 HUGE = "9" * 400
@@ -122,3 +131,52 @@ def test_a_scrape_with_400_digit_numbers_everywhere_answers_and_counts(tmp_path:
     assert "ksm_ksmd_cpu_seconds_total" not in procfs_samples
     assert procfs_samples['ksm_process_read_errors_total{reason="unreadable"}'] == 1
     assert procfs.read_errors.counts() == {"vmstat": 1, "ksmd/stat": 1}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory", "too large"])
+def test_a_configuration_file_that_is_no_regular_file_is_refused_at_once(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "ksmtuned.conf"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: open() and read() without O_NONBLOCK block for good
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"# \n" * 40000)
+    with pytest.raises(OSError, match=r"not a regular file|larger than|Is a directory"):
+        read_regular_file(path, 64 * 1024)
+    config, problems = read_ksmtuned_conf_or_error(path)
+    assert config == KsmtunedConfig() and problems
+
+
+def read_ksmtuned_conf_or_error(path: Path) -> tuple[KsmtunedConfig, list[str]]:
+    try:
+        return read_ksmtuned_conf(path)
+    except OSError as e:  # what the procfs collector does: defaults, and a counted error
+        return KsmtunedConfig(), [str(e)]
+
+
+@pytest.mark.skipif(page_size() != 4096, reason="fixtures hold 4 KiB pages")
+def test_a_fifo_as_ksmtuned_conf_is_a_read_error_not_a_hung_scrape(tmp_path: Path) -> None:
+    config = tmp_path / "ksmtuned.conf"
+    os.mkfifo(config)
+    c = collector(copy_fixture("procfs-vms", tmp_path) / "proc", config=config)
+    samples = scrape(c)  # would block in open() without O_NONBLOCK
+    assert samples["ksmtuned_threshold_bytes"] > 0  # ksmtuned's defaults
+    assert c.read_errors.counts() == {"ksmtuned.conf": 1}
+
+
+def test_a_fifo_as_the_settings_file_neither_blocks_a_reload_nor_the_shutdown(
+    tmp_path: Path,
+) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    settings = tmp_path / "ksm-exporter"
+    os.mkfifo(settings)
+    with run_exporter(root, f"--reload.args-file={settings}", tmp=tmp_path) as exporter:
+        exporter.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "not a regular file" in exporter.log(), what="the refusal")
+        exporter.proc.send_signal(signal.SIGTERM)
+        assert exporter.proc.wait(15) == 0
