@@ -26,6 +26,7 @@ from ksm_exporter.readers.ksmtuned_conf import (
 from ksm_exporter.readers.meminfo import parse_meminfo
 from ksm_exporter.readers.process_ksm import parse_ksm_stat, read_process_ksm
 from ksm_exporter.readers.processes import list_pids, parse_stat, read_rss_pages
+from ksm_exporter.readers.sysfs_ksm import read_ksm
 from ksm_exporter.readers.vmstat import parse_vmstat
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.transitions import TransitionTracker
@@ -180,3 +181,13 @@ def test_a_fifo_as_the_settings_file_neither_blocks_a_reload_nor_the_shutdown(
         wait_until(lambda: "not a regular file" in exporter.log(), what="the refusal")
         exporter.proc.send_signal(signal.SIGTERM)
         assert exporter.proc.wait(15) == 0
+
+
+def test_a_fifo_in_the_ksm_directory_is_a_read_error_not_a_hung_scrape(tmp_path: Path) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    fifo = root / "sys/kernel/mm/ksm/pages_shared"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    reading = read_ksm(root / "sys/kernel/mm/ksm")
+    assert reading.errors == {"pages_shared": "empty"}
+    assert reading.values["pages_sharing"] > 0
