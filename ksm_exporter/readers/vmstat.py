@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ksm_exporter.readers import parse_kernel_int
+from ksm_exporter.readers import parse_kernel_int, read_regular_file
 
 KSM_EVENTS = ("cow_ksm", "ksm_swpin_copy")
 
@@ -25,6 +25,5 @@ def parse_vmstat(text: str, wanted: tuple[str, ...] = KSM_EVENTS) -> dict[str, i
 
 def read_vmstat(procfs: Path, wanted: tuple[str, ...] = KSM_EVENTS) -> dict[str, int]:
     """Raises OSError or ValueError; the caller counts it as a read error."""
-    with open(procfs / "vmstat", "rb") as f:
-        data = f.read(64 * 1024)
+    data = read_regular_file(procfs / "vmstat", 64 * 1024)
     return parse_vmstat(data.decode("ascii", "replace"), wanted)
