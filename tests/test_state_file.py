@@ -242,10 +242,15 @@ def test_the_save_never_follows_a_planted_symlink(tmp_path: Path) -> None:
 def test_temporaries_of_interrupted_saves_are_removed(tmp_path: Path) -> None:
     sf = StateFile(tmp_path / "state")
     sf.save(_history(2).state().history)
-    (tmp_path / ".state.abc123.tmp").write_text("half a save")
+    (tmp_path / ".state.abc123_z.tmp").write_text("half a save")
+    (tmp_path / ".state.backup.old.tmp").write_text("not ours either")
     (tmp_path / "other.tmp").write_text("not ours")
     assert len(sf.load()) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.tmp", "state"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".state.backup.old.tmp",
+        "other.tmp",
+        "state",
+    ]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "unreadable"])
@@ -317,3 +322,13 @@ def test_any_bytes_load_and_every_valid_entry_survives_a_save(
         assert sf.save(loaded)
         again = StateFile(sf.path)
         assert again.load() == loaded and again.errors == 0
+
+
+def test_a_save_that_cannot_format_an_entry_is_counted_not_raised(tmp_path: Path) -> None:
+    sf = StateFile(tmp_path / "state")
+    history = _history(2).state().history
+    assert sf.save(history)
+    bad = Transition(1e20, None, RunState.RUNNING, 1, None, None, None, None)  # year 3e12
+    assert not sf.save((*history, bad))
+    assert sf.errors == 1
+    assert sf.load() == list(history)  # the file on disk is the previous history

@@ -22,6 +22,7 @@ import errno
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -111,14 +112,16 @@ class StateFile:
 
     def save(self, history: Iterable[Transition]) -> bool:
         """Replace the file with `history`; False (and counted, logged) when it failed."""
-        data = "".join(json.dumps(t.to_json(), sort_keys=True) + "\n" for t in history)
         with self._lock:
             if self._unread is not None:
                 self.errors += 1
                 return False  # said at load; a log line per transition would say no more
             try:
+                # to_json formats the time: ValueError, OverflowError or OSError for one
+                # no calendar holds. Loaded entries are checked, but a save must not raise.
+                data = "".join(json.dumps(t.to_json(), sort_keys=True) + "\n" for t in history)
                 self._replace(data.encode("utf-8"))
-            except OSError as e:
+            except (OSError, ValueError, OverflowError) as e:
                 self.errors += 1
                 log.error("cannot save state file %s: %s (history kept in memory)", self.path, e)
                 return False
@@ -152,11 +155,12 @@ class StateFile:
             os.close(dfd)
 
     def _remove_stale_temporaries(self) -> None:
-        """Temporary files of saves that SIGKILL interrupted: ours, by their name."""
-        prefix = self._prefix()
+        """Temporary files of saves that SIGKILL interrupted: ours, by their exact shape
+        (mkstemp's 8 random characters), so no file of anyone else is touched."""
+        ours = re.compile(re.escape(self._prefix()) + r"[a-z0-9_]{8}\.tmp")
         with contextlib.suppress(OSError):
             for name in os.listdir(self.path.parent):
-                if name.startswith(prefix) and name.endswith(".tmp"):
+                if ours.fullmatch(name):
                     with contextlib.suppress(OSError):
                         os.unlink(self.path.parent / name)  # unlink never follows a link
 
