@@ -23,18 +23,16 @@ from ksm_exporter.readers.ksmtuned_conf import (
     parse_ksmtuned_conf,
     read_ksmtuned_conf,
 )
-from ksm_exporter.readers.meminfo import parse_meminfo, read_meminfo
+from ksm_exporter.readers.meminfo import parse_meminfo
 from ksm_exporter.readers.process_ksm import parse_ksm_stat, read_process_ksm
 from ksm_exporter.readers.processes import list_pids, parse_stat, read_rss_pages
-from ksm_exporter.readers.sysfs_ksm import read_ksm
-from ksm_exporter.readers.vmstat import parse_vmstat, read_vmstat
+from ksm_exporter.readers.vmstat import parse_vmstat
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.transitions import TransitionTracker
 
 from .fake_procfs import stat_line
 from .support import copy_fixture, parse_samples, run_exporter, wait_until
 from .test_procfs_collector import collector, scrape
-from .test_web_config import in_thread
 
 HUGE = "9" * 400
 
@@ -182,23 +180,3 @@ def test_a_fifo_as_the_settings_file_neither_blocks_a_reload_nor_the_shutdown(
         wait_until(lambda: "not a regular file" in exporter.log(), what="the refusal")
         exporter.proc.send_signal(signal.SIGTERM)
         assert exporter.proc.wait(15) == 0
-
-
-def test_a_fifo_in_the_ksm_directory_is_a_read_error_not_a_hung_scrape(tmp_path: Path) -> None:
-    root = copy_fixture("linux-6.18", tmp_path)
-    fifo = root / "sys/kernel/mm/ksm/pages_shared"
-    fifo.unlink()
-    os.mkfifo(fifo)
-    reading = read_ksm(root / "sys/kernel/mm/ksm")
-    assert reading.errors == {"pages_shared": "empty"}
-    assert reading.values["pages_sharing"] > 0
-
-
-@pytest.mark.parametrize("name", ["meminfo", "vmstat"])
-def test_a_fifo_as_a_procfs_table_is_refused_at_once(tmp_path: Path, name: str) -> None:
-    proc = copy_fixture("procfs-vms", tmp_path) / "proc"
-    (proc / name).unlink()
-    os.mkfifo(proc / name)
-    read = read_meminfo if name == "meminfo" else read_vmstat
-    error = in_thread(lambda: read(proc))  # fails rather than hangs if it blocks
-    assert isinstance(error, OSError) and "not a regular file" in str(error)

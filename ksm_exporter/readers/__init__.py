@@ -32,10 +32,8 @@ MAX_FILE_BYTES = 4096
 def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
     """Up to `limit` bytes of a file in one read: sysfs and procfs generate these files
     whole. os.open/os.read rather than open(): no buffered file object to build and tear
-    down for each of the many small files a scrape reads (half the cost of the read).
-    O_NONBLOCK changes nothing for sysfs and procfs files, but a FIFO in a tree given by
-    --path.sysfs or --path.procfs reads as empty instead of hanging the scrape."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    down for each of the many small files a scrape reads (half the cost of the read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return os.read(fd, limit)
     finally:

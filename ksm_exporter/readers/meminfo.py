@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ksm_exporter.readers import U64_MAX, parse_kernel_int, read_regular_file
+from ksm_exporter.readers import U64_MAX, parse_kernel_int
 
 _FIELDS = {
     "MemTotal": "total",
@@ -64,5 +64,7 @@ def parse_meminfo(text: str) -> MemInfo:
 
 def read_meminfo(procfs: Path) -> MemInfo:
     """Raises OSError or ValueError; the caller counts it as a read error."""
-    data = read_regular_file(procfs / "meminfo", 64 * 1024)
+    path = procfs / "meminfo"
+    with open(path, "rb") as f:
+        data = f.read(64 * 1024)
     return parse_meminfo(data.decode("ascii", "replace"))

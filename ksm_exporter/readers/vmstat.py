@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ksm_exporter.readers import parse_kernel_int, read_regular_file
+from ksm_exporter.readers import parse_kernel_int
 
 KSM_EVENTS = ("cow_ksm", "ksm_swpin_copy")
 
@@ -25,5 +25,6 @@ def parse_vmstat(text: str, wanted: tuple[str, ...] = KSM_EVENTS) -> dict[str, i
 
 def read_vmstat(procfs: Path, wanted: tuple[str, ...] = KSM_EVENTS) -> dict[str, int]:
     """Raises OSError or ValueError; the caller counts it as a read error."""
-    data = read_regular_file(procfs / "vmstat", 64 * 1024)
+    with open(procfs / "vmstat", "rb") as f:
+        data = f.read(64 * 1024)
     return parse_vmstat(data.decode("ascii", "replace"), wanted)
