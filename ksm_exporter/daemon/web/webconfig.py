@@ -18,6 +18,8 @@ setting silently ignored would let in someone the file meant to keep out:
 - cert/key/client_ca given inline, cipher_suites, curve_preferences, client_allowed_sans
   and rate_limit are not supported: the file is refused with a message saying so.
 - http_server_config.http2 is accepted and ignored: this server speaks HTTP/1.1.
+- An empty file is refused (the toolkit reads it as "no TLS, no auth"): most often it is
+  a file cut short, and a reload must not turn TLS and auth off. `{}` says plain HTTP.
 """
 
 from __future__ import annotations
