@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ksm_exporter.model.derived import RunState, run_state
-from ksm_exporter.state.state_file import StateFile
+from ksm_exporter.state.state_file import READ_LIMIT_BYTES, StateFile
 from ksm_exporter.state.transitions import BadEntry, Transition, TransitionTracker
 
 from .support import REPO, copy_fixture, run_exporter, wait_until, write_ksm
@@ -61,7 +61,7 @@ def test_unwritable_location_keeps_going_and_counts(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from ksm_exporter.state.state_file import StateFile
+from ksm_exporter.state.state_file import READ_LIMIT_BYTES, StateFile
 from ksm_exporter.state.transitions import TransitionTracker
 sf = StateFile(Path(sys.argv[1]))
 tracker = TransitionTracker(max_history=100, restored=sf.load())
@@ -332,3 +332,17 @@ def test_a_save_that_cannot_format_an_entry_is_counted_not_raised(tmp_path: Path
     assert not sf.save((*history, bad))
     assert sf.errors == 1
     assert sf.load() == list(history)  # the file on disk is the previous history
+
+
+@pytest.mark.parametrize("shift", [-1, 0, 1])
+def test_an_entry_right_at_the_read_window_is_kept_whole_or_not_at_all(
+    tmp_path: Path, shift: int
+) -> None:
+    sf = StateFile(tmp_path / "state")
+    tail = "\n".join(GOOD).encode() + b"\n"
+    # A file of twice the window, GOOD[0] starting `shift` bytes after the window's start.
+    start = READ_LIMIT_BYTES + shift
+    blank = b"\n" * (2 * READ_LIMIT_BYTES - start - len(tail))
+    sf.path.write_bytes(b"x" * (start - 1) + b"\n" + tail + blank)
+    loaded = [t.timestamp for t in sf.load()]
+    assert loaded == ([20.0, 30.0] if shift < 0 else [10.5, 20.0, 30.0])

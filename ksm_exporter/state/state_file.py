@@ -72,7 +72,7 @@ class StateFile:
             return []
         out, dropped = parse_lines(data)
         if skipped:
-            dropped["before the last 8 MiB, not read"] = 1
+            dropped[f"before the last {READ_LIMIT_BYTES >> 20} MiB, not read"] = 1
         if dropped:
             self.errors += sum(dropped.values())
             log.warning(
@@ -94,19 +94,17 @@ class StateFile:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
-            start = max(0, st.st_size - READ_LIMIT_BYTES)
+            # One byte before the window too: it says whether the window starts a line.
+            start = max(0, st.st_size - READ_LIMIT_BYTES - 1)
             chunks = []
-            remaining = READ_LIMIT_BYTES
-            while remaining > 0:
-                chunk = os.pread(fd, remaining, start + READ_LIMIT_BYTES - remaining)
-                if not chunk:
-                    break
+            offset = start
+            while offset < st.st_size and (chunk := os.pread(fd, st.st_size - offset, offset)):
                 chunks.append(chunk)
-                remaining -= len(chunk)
+                offset += len(chunk)
         finally:
             os.close(fd)
         data = b"".join(chunks)
-        if start:  # the first line was cut by the window: not an entry
+        if start:  # the window's first line, unless it starts right there, was cut: not one
             data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
         return data, start > 0
 
