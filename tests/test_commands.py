@@ -271,7 +271,7 @@ def test_transitions_errors_are_one_line(tmp_path: Path) -> None:
     r = run_cli("transitions", f"--state.file={state}")
     assert r.returncode == 1 and "stopped -> running" in r.stdout
     assert (
-        r.stderr.startswith(f"ksm-exporter transitions: {state}: 1 entries skipped: line 2: ")
+        r.stderr.startswith(f"ksm-exporter transitions: {state}: skipped 1 lines (too short)")
         and r.stderr.count("\n") == 1
     )
     r = run_cli("transitions", f"--state.file={state}", "--url=http://127.0.0.1:1")

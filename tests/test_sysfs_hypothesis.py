@@ -3,13 +3,15 @@ the exporter does not crash, every file that is well-formed keeps its exact valu
 every broken one is counted in ksm_exporter_read_errors_total{file}.
 
 Many examples go through the readers and the collector in-process (fast); a handful go
-through the running exporter.
+through the running exporter. Files this exporter does not know, whatever their names,
+never make a family or a series twice, and promtool finds nothing to say.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ksm_exporter.collectors.ksm import KsmCollector
 from ksm_exporter.collectors.ksm_files import BY_FILE
@@ -26,6 +29,7 @@ from ksm_exporter.readers.sysfs_ksm import SIGNED_FILES
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.transitions import TransitionTracker
 
+from .scripts import HAVE_PROMTOOL, PROMTOOL
 from .support import FIXTURES, parse_samples, run_exporter
 
 KSM_FILES = sorted(p.name for p in (FIXTURES / "linux-6.18/sys/kernel/mm/ksm").iterdir())
@@ -144,3 +148,101 @@ def test_running_exporter_keeps_good_values(running: tuple[Path, object], conten
     write_tree(root / "sys/kernel/mm/ksm", contents)
     check(exp.metrics(), before, contents)  # type: ignore[attr-defined]
     assert exp.proc.poll() is None  # type: ignore[attr-defined]
+
+
+# --- files this exporter does not know, under any name -------------------------------------
+
+# Names of the exporter's own families (and a counter's _total), and names equal once
+# sanitised: as metric names they would clash; as label values they cannot.
+CLASHING_NAMES = [
+    "memory_total_bytes",
+    "settled",
+    "run_transitions_total",
+    "exporter_build_info",
+    "ksm_up",
+    "foo-bar",
+    "foo_bar",
+    "foo.bar",
+    'a"quote\\back',
+    "new\nline",
+    "caf\u00e9",
+]
+
+
+def scrape_ksm(root: Path) -> str:
+    registry = CollectorRegistry()
+    registry.register(
+        KsmCollector(KsmMonitor(Paths(root / "sys", root / "proc"), TransitionTracker(10)))
+    )
+    return generate_latest(registry).decode()
+
+
+def promtool_problems(body: str) -> str:
+    if not HAVE_PROMTOOL:
+        return ""
+    r = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=body, capture_output=True, text=True, timeout=30
+    )
+    return "" if r.returncode == 0 and not (r.stdout + r.stderr).strip() else r.stdout + r.stderr
+
+
+def unknown_values(body: str) -> dict[str, float]:
+    """file -> value of ksm_unknown_file_value, parsed as Prometheus would; fails on a
+    family or a series given twice."""
+    families = [f.name for f in text_string_to_metric_families(body)]
+    assert len(families) == len(set(families)), families
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        if family.name == "ksm_unknown_file_value":
+            for sample in family.samples:
+                assert sample.labels["file"] not in out, sample
+                out[sample.labels["file"]] = sample.value
+    return out
+
+
+def test_unknown_files_never_clash_with_the_exporters_metrics_or_each_other(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "t"
+    shutil.copytree(FIXTURES / "linux-6.18", root)
+    ksm_dir = root / "sys/kernel/mm/ksm"
+    for n, name in enumerate(CLASHING_NAMES, 1):
+        (ksm_dir / name).write_text(f"{n}\n")
+    os.close(os.open(os.fsencode(ksm_dir) + b"/bad\xffname", os.O_CREAT | os.O_WRONLY))
+    body = scrape_ksm(root)
+    assert unknown_values(body) == {name: n for n, name in enumerate(CLASHING_NAMES, 1)}
+    assert promtool_problems(body) == ""
+    # The name that is not UTF-8 is a read error under one fixed label, not a broken scrape.
+    assert parse_samples(body)['ksm_exporter_read_errors_total{file="(name not UTF-8)"}'] == 1
+
+
+file_names = st.text(
+    st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=30,
+).filter(lambda s: s not in (".", "..") and len(s.encode()) <= 255)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    files=st.dictionaries(
+        file_names,
+        st.integers(0, U64).map(lambda n: f"{n}\n".encode()) | broken(),
+        max_size=6,
+    )
+)
+def test_any_unknown_files_keep_the_exposition_valid(files: dict[str, bytes]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d) / "t"
+        shutil.copytree(FIXTURES / "linux-6.18", root)
+        for name, data in files.items():
+            (root / "sys/kernel/mm/ksm" / name).write_bytes(data)
+        body = scrape_ksm(root)
+    got = unknown_values(body)
+    for name, data in files.items():
+        if name in KSM_FILES:
+            continue  # a known file with other contents: the first test's subject
+        text = data.decode("ascii", "replace").strip()
+        well_formed = len(data) <= 4096 and text.isascii() and text.isdigit() and int(text) <= U64
+        assert got.get(name) == (float(int(text)) if well_formed else None), (name, data[:40])
+    assert promtool_problems(body) == ""

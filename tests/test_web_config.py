@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import base64
 import http.client
+import logging
+import os
 import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import bcrypt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ksm_exporter.daemon.web.server import ExporterHTTPServer
-from ksm_exporter.daemon.web.webconfig import WebConfigError, load_web_config, parse_web_config
+from ksm_exporter.daemon.web.webconfig import (
+    WebConfig,
+    WebConfigError,
+    load_web_config,
+    parse_web_config,
+    reload_web_config,
+)
 
 from .certs import Certs, make_certs
 from .support import copy_fixture, exporter_command, free_port, run_exporter, wait_until
@@ -278,3 +289,229 @@ def test_sighup_reloads_and_a_broken_file_keeps_the_previous_one(tmp_path: Path)
         assert "basic_auth_users.carol: not a bcrypt hash" in exp.log()
         assert exp.get("/metrics", headers=basic("bob", "two"))[0] == 200
         assert exp.proc.poll() is None
+
+
+# ---- a hostile file: broken, special, or a downgrade ------------------------------------
+
+
+def auth_yaml(user: str = "alice", password: str = "pw") -> str:
+    return f"basic_auth_users:\n  {user}: {hashed(password)}\n"
+
+
+def in_thread(fn: Callable[[], object], timeout: float = 10) -> object:
+    """fn() on a thread; fails (instead of hanging the suite) when it blocks."""
+    result: list[object] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except Exception as e:
+            result.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert result, "blocked"
+    return result[0]
+
+
+@pytest.mark.parametrize(
+    "kind", ["empty", "blank", "fifo", "directory", "device", "not utf-8", "huge", "absent"]
+)
+def test_a_broken_or_special_file_keeps_the_running_config(tmp_path: Path, kind: str) -> None:
+    config = tmp_path / "web.yml"
+    config.write_text(auth_yaml())
+    current = load_web_config(config)
+    config.unlink()
+    if kind == "empty":
+        config.write_bytes(b"")  # truncated to nothing by a failed write
+    elif kind == "blank":
+        config.write_text("\n  \n")
+    elif kind == "fifo":
+        os.mkfifo(config)  # no writer: a plain open() and read() would block for good
+    elif kind == "directory":
+        config.mkdir()
+    elif kind == "device":
+        config.symlink_to("/dev/zero")  # endless: reading it whole never ends
+    elif kind == "not utf-8":
+        config.write_bytes(b"basic_auth_users: {\xff: x}\n")
+    elif kind == "huge":
+        config.write_text("# " + "x" * 100_000 + "\n" + auth_yaml())
+    error = in_thread(lambda: reload_web_config(current, config))
+    assert isinstance(error, WebConfigError), error
+    assert str(config) in str(error)
+
+
+def test_an_empty_file_at_startup_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "web.yml"
+    config.write_text("")
+    with pytest.raises(WebConfigError, match=r"empty file \(write \{\} for plain HTTP"):
+        load_web_config(config)
+    config.write_text("{}\n")
+    assert load_web_config(config).tls is None
+
+
+def test_a_reload_never_downgrades_the_listener(tmp_path: Path, certs: Certs) -> None:
+    config = tmp_path / "web.yml"
+    required = tls_yaml(
+        certs, client_auth_type="RequireAndVerifyClientCert", client_ca_file=str(certs.ca)
+    )
+    cases = [
+        (tls_yaml(certs), "{}\n", "TLS off"),
+        (tls_yaml(certs), auth_yaml(), "TLS off"),
+        (auth_yaml(), "{}\n", "basic auth off"),
+        (auth_yaml(), "http_server_config: {http2: true}\n", "basic auth off"),
+        (tls_yaml(certs) + auth_yaml(), tls_yaml(certs), "basic auth off"),
+        (required, tls_yaml(certs), "client certificates required -> none"),
+    ]
+    for before, after, why in cases:
+        config.write_text(before)
+        current = load_web_config(config)
+        config.write_text(after)
+        with pytest.raises(WebConfigError, match=f"would downgrade.*{why}.*restart the exporter"):
+            reload_web_config(current, config)
+    # Raising protection, or changing it without lowering it, is a reload like any other.
+    for before, after in [
+        ("{}\n", tls_yaml(certs) + auth_yaml()),
+        (auth_yaml("alice"), auth_yaml("bob")),
+        (tls_yaml(certs), required),
+    ]:
+        config.write_text(before)
+        current = load_web_config(config)
+        config.write_text(after)
+        assert reload_web_config(current, config).describe() == load_web_config(config).describe()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 2001-13-45\n",  # PyYAML: ValueError, not YAMLError
+        "[" * 5000 + "\n",  # RecursionError
+        'tls_server_config: {cert_file: "a\\0b", key_file: x}\n',  # NUL in a path
+    ],
+)
+def test_yaml_that_breaks_the_parser_is_a_clear_refusal(tmp_path: Path, text: str) -> None:
+    with pytest.raises(WebConfigError):
+        parse_web_config(text, tmp_path)
+
+
+def test_bcrypt_runs_alike_for_known_and_unknown_users_and_never_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    auth = parse_web_config(
+        f"basic_auth_users:\n  alice: {hashed('pw')}\n  bob: {hashed('x')}\n", Path("/")
+    ).auth
+    assert auth is not None
+    real = bcrypt.checkpw
+    calls: list[bytes] = []
+
+    def spy(password: bytes, hashed_password: bytes) -> bool:
+        calls.append(hashed_password)
+        return real(password, hashed_password)
+
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
+    assert auth.check("alice", "pw")
+    assert not auth.check("alice", "wrong")
+    assert not auth.check("mallory", "pw")
+    # An unknown user costs one bcrypt check at the known users' cost: same time.
+    assert len(calls) == 3 and calls[2] not in auth.users.values()
+    assert calls[2][:7] == calls[0][:7] == b"$2b$04$"
+    # Over 72 bytes bcrypt raises ValueError: a plain False, for known and unknown users.
+    for user in ("alice", "mallory"):
+        assert not auth.check(user, "p" * 100)
+    auth.users["bob"] = b"$2b$04$not-a-hash"  # a hash bcrypt refuses
+    assert not auth.check("bob", "x")
+
+
+def test_an_over_long_password_is_a_plain_401(serve, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    server = serve(auth_yaml())
+    with caplog.at_level(logging.DEBUG):
+        for user in ("alice", "mallory"):
+            c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            c.request("GET", "/", headers=basic(user, "p" * 100))
+            assert c.getresponse().status == 401
+            c.close()
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+def test_sighup_with_a_truncated_or_special_file_keeps_tls_and_auth(
+    tmp_path: Path, certs: Certs
+) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    config = tmp_path / "web.yml"
+    config.write_text(tls_yaml(certs) + auth_yaml("alice", "one"))
+    ctx = client_context(certs)
+    with run_exporter(root, f"--web.config.file={config}", tmp=tmp_path) as exp:
+        assert https_get(exp.port, ctx)[0] == 401
+
+        def refused(n: int) -> None:
+            exp.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: exp.log().count("not reloaded") == n, what=f"refusal {n}")
+            assert https_get(exp.port, ctx)[0] == 401  # still TLS, still basic auth
+            assert https_get(exp.port, ctx, basic("alice", "one"))[0] == 200
+
+        config.write_text("")  # truncated: TLS and auth must not turn off
+        refused(1)
+        config.write_text("basic_auth_users:\n")  # cut after its first line
+        refused(2)
+        config.unlink()
+        os.mkfifo(config)  # the reload must not hang on it, nor the shutdown after
+        refused(3)
+        lines = [line for line in exp.log().splitlines() if "not reloaded" in line]
+        assert all("level=error" in line for line in lines), lines
+        assert "restart the exporter to apply it" in lines[1]
+        exp.proc.send_signal(signal.SIGTERM)
+        assert exp.proc.wait(15) == 0
+
+
+# ---- any bytes as the file: a reload changes the config only to a valid, no weaker one ---
+
+
+def yaml_pieces(certs: Certs) -> st.SearchStrategy[bytes]:
+    """Fragments of real configurations, cut and mixed with arbitrary bytes."""
+    valid = [
+        "{}\n",
+        auth_yaml(),
+        tls_yaml(certs),
+        tls_yaml(certs) + auth_yaml(),
+        tls_yaml(certs, client_auth_type="RequireAndVerifyClientCert", client_ca_file="x"),
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+        "tls_server_config:\n",
+        "basic_auth_users:\n",
+    ]
+    whole = st.sampled_from(valid).map(str.encode)
+    cut = st.tuples(whole, st.integers(0, 400)).map(lambda p: p[0][: p[1]])
+    return st.lists(whole | cut | st.binary(max_size=40), max_size=4).map(b"".join)
+
+
+@pytest.fixture(scope="module")
+def currents(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> list[WebConfig]:
+    d = tmp_path_factory.mktemp("currents")
+    required = tls_yaml(
+        certs, client_auth_type="RequireAndVerifyClientCert", client_ca_file=str(certs.ca)
+    )
+    texts = ["{}\n", auth_yaml(), tls_yaml(certs), required + auth_yaml()]
+    return [parse_web_config(text, d) for text in texts]
+
+
+def test_any_bytes_reload_only_to_a_valid_config_that_is_no_weaker(
+    certs: Certs, currents: list[WebConfig], tmp_path: Path
+) -> None:
+    config = tmp_path / "web.yml"
+    strength = ("none", "optional", "required").index
+
+    @settings(max_examples=150, deadline=None)
+    @given(data=yaml_pieces(certs), which=st.integers(0, len(currents) - 1))
+    def check(data: bytes, which: int) -> None:
+        current = currents[which]
+        config.write_bytes(data)
+        try:
+            new = reload_web_config(current, config)
+        except WebConfigError:
+            return  # refused: the caller keeps `current`
+        assert new.describe() == load_web_config(config).describe()  # what the file says
+        assert new.tls is not None or current.tls is None
+        assert new.auth is not None or current.auth is None
+        assert new.tls is None or strength(new.client_auth) >= strength(current.client_auth)
+
+    check()

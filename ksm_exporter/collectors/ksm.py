@@ -16,8 +16,9 @@ from ksm_exporter import __version__
 from ksm_exporter.collectors.ksm_files import (
     ADVISOR_MODE_HELP,
     FILE_METRICS,
+    UNKNOWN_FILE_HELP,
+    UNKNOWN_FILE_METRIC,
     FileMetric,
-    unknown_file_metric,
 )
 from ksm_exporter.model.derived import RunState, run_state, saved_bytes, sharing_ratio
 from ksm_exporter.state.monitor import KsmMonitor
@@ -25,10 +26,6 @@ from ksm_exporter.state.snapshot import Snapshot
 from ksm_exporter.state.transitions import TrackerState
 
 log = logging.getLogger(__name__)
-
-DERIVED_NAMES = frozenset(
-    {"ksm_page_size_bytes", "ksm_saved_bytes", "ksm_sharing_ratio", "ksm_run_state", "ksm_up"}
-)
 
 
 def _family(m: FileMetric, value: int) -> Metric:
@@ -58,13 +55,12 @@ def ksm_file_metrics(snap: Snapshot) -> Iterator[Metric]:
     for m in FILE_METRICS:
         if m.file in ksm.values:
             yield _family(m, ksm.values[m.file])
-    taken = {m.name for m in FILE_METRICS} | DERIVED_NAMES
-    for file in sorted(ksm.values.keys() - known):
-        m = unknown_file_metric(file)
-        if m.name in taken:
-            log.debug("unknown KSM file %s would collide with %s; not exported", file, m.name)
-            continue
-        yield _family(m, ksm.values[file])
+    unknown = sorted(ksm.values.keys() - known)
+    if unknown:
+        g = GaugeMetricFamily(UNKNOWN_FILE_METRIC, UNKNOWN_FILE_HELP, labels=["file"])
+        for file in unknown:
+            g.add_metric([file], ksm.values[file])
+        yield g
     if ksm.advisor_mode is not None:
         g = GaugeMetricFamily("ksm_advisor_mode", ADVISOR_MODE_HELP, labels=["mode"])
         for mode in ksm.advisor_mode.modes:
@@ -204,6 +200,7 @@ def health_metrics(snap: Snapshot, monitor: KsmMonitor) -> Iterator[Metric]:
     if monitor.state_file is not None:
         yield CounterMetricFamily(
             "ksm_exporter_state_file_errors",
-            "Loads and saves of --state.file that failed; the history is kept in memory.",
+            "Lines of --state.file dropped at start (not a well-formed entry), and loads and "
+            "saves that failed; the history is kept in memory.",
             value=monitor.state_file.errors,
         )

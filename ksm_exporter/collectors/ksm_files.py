@@ -169,14 +169,14 @@ ADVISOR_MODE_HELP = (
 )
 
 
-def unknown_file_metric(file: str) -> FileMetric:
-    """A file this exporter does not know yet that holds one integer."""
-    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in file)
-    # ksm_zero_pages is exported as ksm_zero_pages, not ksm_ksm_zero_pages: same rule here.
-    name = safe if safe.startswith("ksm_") else f"ksm_{safe}"
-    return FileMetric(
-        file,
-        name,
-        "gauge",
-        f"Value of /sys/kernel/mm/ksm/{file} (a file this exporter version does not describe).",
-    )
+# Files this exporter version does not describe (a newer kernel's) that hold one integer:
+# one family, the file name a label. A metric name made from the file name could collide
+# with the exporter's own families (a file `memory_total_bytes`, `settled`, or
+# `run_transitions_total` beside ksm_run_transitions) or with another file's once
+# sanitised (`foo-bar`, `foo_bar`), and Prometheus rejects a scrape with a duplicate
+# family; a label value is any text, so every file keeps its exact name and nothing clashes.
+UNKNOWN_FILE_METRIC = "ksm_unknown_file_value"
+UNKNOWN_FILE_HELP = (
+    "Value of a file of /sys/kernel/mm/ksm that this exporter version does not describe "
+    "(a newer kernel's), by file name; its unit is not known."
+)

@@ -24,10 +24,15 @@ from ksm_exporter.daemon.systemd import ServiceNotifier, journal_handler
 from ksm_exporter.daemon.watcher import Watcher
 from ksm_exporter.daemon.web.app import ExporterApp
 from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits, ListenAddressError
-from ksm_exporter.daemon.web.webconfig import WebConfig, WebConfigError, load_web_config
+from ksm_exporter.daemon.web.webconfig import (
+    WebConfig,
+    WebConfigError,
+    load_web_config,
+    reload_web_config,
+)
 from ksm_exporter.flags import FlagError, flag_names, given_flags, serve_parser
 from ksm_exporter.model.derived import page_size
-from ksm_exporter.readers import Paths, describe_error
+from ksm_exporter.readers import Paths, describe_error, read_regular_file
 from ksm_exporter.readers.edge_inputs import edge_context
 from ksm_exporter.readers.shell_assignments import parse_assignments
 from ksm_exporter.state.monitor import KsmMonitor
@@ -115,19 +120,19 @@ def build_registry(
 
 
 def web_config_reloader(server: ExporterHTTPServer, path: Path) -> Callable[[], None]:
-    """SIGHUP: re-read --web.config.file. A broken file raises, so the previous
-    configuration stays (Daemon.reload logs why). New settings apply to new connections
-    (TLS) and to the next request (basic auth, headers)."""
+    """SIGHUP: re-read --web.config.file. A broken file, or one that would downgrade the
+    listener, raises, so the previous configuration stays (Daemon.reload logs why). New
+    settings apply to new connections (TLS) and to the next request (basic auth, headers)."""
 
-    def reload_web_config() -> None:
+    def reload() -> None:
         try:
-            web = load_web_config(path)
+            web = reload_web_config(server.web, path)
         except WebConfigError as e:
             raise RuntimeError(f"web config not reloaded: {e}") from e
         server.web = web
         log.info("web config reloaded", extra={"fields": web.describe()})
 
-    return reload_web_config
+    return reload
 
 
 def args_file_reloader(path: Path, args: argparse.Namespace) -> Callable[[], None]:
@@ -139,7 +144,8 @@ def args_file_reloader(path: Path, args: argparse.Namespace) -> Callable[[], Non
 
     def reload_args() -> None:
         try:
-            assigned, problems = parse_assignments(path.read_text(encoding="utf-8"))
+            text = read_regular_file(path, 64 * 1024).decode("utf-8")  # a FIFO: refused
+            assigned, problems = parse_assignments(text)
         except (OSError, UnicodeDecodeError) as e:
             raise RuntimeError(f"{path}: {describe_error(e)}") from e
         if problems:

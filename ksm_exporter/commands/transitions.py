@@ -26,7 +26,8 @@ from ksm_exporter.model.derived import RunState, mebibytes
 from ksm_exporter.model.edge_cause import Cause, cause_text, free_vs_threshold
 from ksm_exporter.model.watch_format import local_time
 from ksm_exporter.readers import describe_error
-from ksm_exporter.state.transitions import BAD_ENTRY, Transition, parse_history
+from ksm_exporter.state.state_file import parse_lines
+from ksm_exporter.state.transitions import Transition
 
 PROG = "ksm-exporter transitions"
 TIMEOUT_SECONDS = 10.0
@@ -80,17 +81,18 @@ def from_url(url: str) -> tuple[list[Transition], list[str]]:
     for n, entry in enumerate(entries, 1):
         try:
             out.append(Transition.from_json(entry))
-        except BAD_ENTRY as e:
+        except ValueError as e:  # BadEntry: says what is wrong with it
             problems.append(f"entry {n}: {e}")
     return out, problems
 
 
 def from_state_file(path: Path) -> tuple[list[Transition], list[str]]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        data = path.read_bytes()
+    except OSError as e:
         raise SourceError(f"cannot read {path}: {describe_error(e)}") from None
-    return parse_history(text)
+    entries, dropped = parse_lines(data)
+    return entries, [f"{n} lines ({why})" for why, n in sorted(dropped.items())]
 
 
 def _mb(n: int | None) -> str:
@@ -201,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         # What could be read is printed above; the rest is named here, on one line.
         print(
-            f"{PROG}: {source}: {len(problems)} entries skipped: {'; '.join(problems)}",
+            f"{PROG}: {source}: skipped {'; '.join(problems)}",
             file=sys.stderr,
         )
         return 1

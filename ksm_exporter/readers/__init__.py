@@ -6,7 +6,9 @@ file never costs the rest of a scrape.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,57 @@ def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
         return os.read(fd, limit)
     finally:
         os.close(fd)
+
+
+# The kernel prints its counters with %lu/%llu (at most 64 bits unsigned) or %ld (64 bits
+# signed). A number outside those ranges is corruption, not data: rejected at parse time,
+# so no value can reach prometheus-client's float() (which raises OverflowError past 1e308
+# and would fail the whole scrape) or lose its meaning by rounding to infinity.
+U64_MAX = 2**64 - 1
+S64_MIN, S64_MAX = -(2**63), 2**63 - 1
+
+
+def parse_kernel_int(text: str | bytes, what: str = "", signed: bool = False) -> int:
+    """One number as the kernel prints it: ASCII digits after an optional minus, within
+    the 64-bit range (signed or not). ValueError says why, after `what: ` when given.
+    int() alone would also take "+5", "1_000" and other scripts' digits."""
+    s = (text.decode("ascii", "replace") if isinstance(text, bytes) else text).strip()
+    prefix = f"{what}: " if what else ""
+    if not s:
+        raise ValueError(f"{prefix}empty")
+    digits = s[1:] if s[0] == "-" else s
+    if not (digits.isascii() and digits.isdigit()):
+        raise ValueError(f"{prefix}not an integer: {s[:40]!r}")
+    low, high = (S64_MIN, S64_MAX) if signed else (0, U64_MAX)
+    # Length first: no int() of a 400-digit (or 4,000-digit) string refused anyway.
+    if len(digits) > 20 or not low <= int(s, 10) <= high:
+        kind = "signed" if signed else "unsigned"
+        raise ValueError(f"{prefix}outside the {kind} 64-bit range: {s[:40]}")
+    return int(s, 10)
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """A configuration file of at most `limit` bytes, whole. O_NONBLOCK and fstat before
+    reading: a FIFO, a device or a directory in its place is refused rather than read (a
+    FIFO without a writer would block the caller for good, /dev/zero would never end). A
+    symlink to a regular file is fine. Raises OSError, also when the file is too large."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))  # IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, limit + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def describe_error(e: Exception) -> str:

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ksm_exporter.readers import read_regular_file
 from ksm_exporter.readers.shell_assignments import parse_assignments
 
 DEFAULT_PATH = Path("/etc/ksmtuned.conf")
@@ -54,18 +55,24 @@ def parse_ksmtuned_conf(text: str) -> tuple[KsmtunedConfig, list[str]]:
         value = assigned.get(name, "")
         if value == "":  # ${NAME:-default}: unset and empty both take the default
             continue
-        if _INTEGER.match(value):
-            values[name] = int(value)
-        else:
+        if not _INTEGER.match(value):
             errors.append(f"{name}: not a decimal integer: {value[:40]!r}; using the default")
+        # bash's arithmetic is signed 64-bit: a larger number is not one ksmtuned can use.
+        elif len(value.lstrip("+-")) > 19 or abs(int(value)) >= 2**63:
+            errors.append(
+                f"{name}: outside the signed 64-bit range: {value[:40]}; using the default"
+            )
+        else:
+            values[name] = int(value)
     return KsmtunedConfig(**values), errors  # type: ignore[arg-type]
 
 
 def read_ksmtuned_conf(path: Path) -> tuple[KsmtunedConfig, list[str]]:
     """An absent file is ksmtuned's defaults, as the script only sources it if it exists.
-    Raises OSError when the file exists but cannot be read."""
+    Raises OSError when the file exists but cannot be read (or is no regular file of at
+    most 64 KiB: a FIFO there must not block the scrape)."""
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, 64 * 1024)
     except FileNotFoundError:
         return KsmtunedConfig(), []
     return parse_ksmtuned_conf(data.decode("utf-8", "replace"))

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ksm_exporter.readers import U64_MAX, parse_kernel_int
+
 _FIELDS = {
     "MemTotal": "total",
     "MemFree": "free",
@@ -46,11 +48,15 @@ def parse_meminfo(text: str) -> MemInfo:
         parts = rest.split()
         if not parts:
             raise ValueError(f"{key}: no value")
-        n = int(parts[0])
+        n = parse_kernel_int(parts[0], key)
         unit = parts[1] if len(parts) > 1 else ""
         if unit not in ("kB", ""):
             raise ValueError(f"{key}: unknown unit {unit!r}")
-        found[attr] = n * 1024 if unit == "kB" else n
+        if unit == "kB":
+            n *= 1024
+            if n > U64_MAX:
+                raise ValueError(f"{key}: outside the unsigned 64-bit range in bytes")
+        found[attr] = n
     if "total" not in found or "free" not in found:
         raise ValueError("MemTotal or MemFree missing")
     return MemInfo(**found)

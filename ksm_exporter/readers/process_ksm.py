@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ksm_exporter.readers import read_bytes
+from ksm_exporter.readers import parse_kernel_int, read_bytes
 
 MERGING_PAGES = "ksm_merging_pages"
 
@@ -45,10 +45,8 @@ def parse_ksm_stat(text: str) -> ProcessKsm:
         if value in ("yes", "no"):
             flags[name] = value == "yes"
         else:
-            try:
-                values[name] = int(value)
-            except ValueError:
-                raise ValueError(f"ksm_stat: {name}: not a number: {value[:40]!r}") from None
+            # Signed for all: ksm_process_profit is, and no page count comes near 2^63.
+            values[name] = parse_kernel_int(value, f"ksm_stat: {name}", signed=True)
     return ProcessKsm(values=values, flags=flags)
 
 
@@ -83,8 +81,5 @@ def read_process_ksm(procfs: Path, pid: int) -> ProcessKsm:
         raise NoKsmFiles(pid) from None
     if not merging:
         raise ProcessLookupError(pid)
-    try:
-        pages = int(merging)
-    except ValueError:
-        raise ValueError(f"ksm_merging_pages: not a number: {merging[:40]!r}") from None
+    pages = parse_kernel_int(merging, MERGING_PAGES)
     return ProcessKsm(values={**ksm.values, MERGING_PAGES: pages}, flags=ksm.flags)

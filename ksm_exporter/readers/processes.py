@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ksm_exporter.readers import describe_error, read_bytes
+from ksm_exporter.readers import describe_error, parse_kernel_int, read_bytes
 
 # /proc/PID/stat's flags bit for kernel threads (include/linux/sched.h).
 PF_KTHREAD = 0x00200000
@@ -37,7 +37,7 @@ class ProcessNames:
 
 def list_pids(procfs: Path) -> list[int]:
     """The pids under <procfs>. Raises OSError when the root cannot be listed."""
-    return [int(entry) for entry in os.listdir(procfs) if entry.isdigit()]
+    return [int(entry) for entry in os.listdir(procfs) if entry.isascii() and entry.isdigit()]
 
 
 def read_names(procfs: Path, pids: Iterable[int]) -> dict[int, str]:
@@ -95,12 +95,12 @@ def read_statm(procfs: Path, pid: int) -> list[bytes]:
 def read_rss_pages(procfs: Path, pid: int) -> int:
     """Resident pages from /proc/PID/statm: what ps prints as rsz (in kB) once multiplied
     by the page size. Raises OSError or ValueError."""
-    return int(read_statm(procfs, pid)[1])
+    return parse_kernel_int(read_statm(procfs, pid)[1], "statm")
 
 
 def read_vsz_pages(procfs: Path, pid: int) -> int:
     """Virtual memory pages from /proc/PID/statm: ps's vsz once multiplied by the page size."""
-    return int(read_statm(procfs, pid)[0])
+    return parse_kernel_int(read_statm(procfs, pid)[0], "statm")
 
 
 def read_pss_kb(procfs: Path, pid: int) -> int:
@@ -111,7 +111,7 @@ def read_pss_kb(procfs: Path, pid: int) -> int:
     data = read_bytes(f"{procfs}/{pid}/smaps_rollup", 4096)
     for line in data.splitlines():
         if line.startswith(b"Pss:"):
-            return int(line.split()[1])
+            return parse_kernel_int(line.split()[1], "smaps_rollup")
     if not data:
         return 0
     raise ValueError("smaps_rollup: no Pss line")
@@ -143,9 +143,9 @@ def parse_stat(text: str) -> ProcStat:
     # rest[0] is field 3 (state): flags is field 9, utime 14, stime 15.
     return ProcStat(
         comm=text[open_paren + 1 : close_paren],
-        flags=int(rest[6]),
-        utime_ticks=int(rest[11]),
-        stime_ticks=int(rest[12]),
+        flags=parse_kernel_int(rest[6], "stat: flags"),
+        utime_ticks=parse_kernel_int(rest[11], "stat: utime"),
+        stime_ticks=parse_kernel_int(rest[12], "stat: stime"),
     )
 
 

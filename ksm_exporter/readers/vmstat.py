@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ksm_exporter.readers import parse_kernel_int
+
 KSM_EVENTS = ("cow_ksm", "ksm_swpin_copy")
 
 
@@ -17,10 +19,7 @@ def parse_vmstat(text: str, wanted: tuple[str, ...] = KSM_EVENTS) -> dict[str, i
     for line in text.splitlines():
         name, _, value = line.partition(" ")
         if name in wanted:
-            try:
-                found[name] = int(value)
-            except ValueError:
-                raise ValueError(f"{name}: not a number: {value[:40]!r}") from None
+            found[name] = parse_kernel_int(value, name)
     return found
 
 

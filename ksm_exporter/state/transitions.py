@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 import threading
 import time
 from collections import deque
@@ -14,6 +14,32 @@ from ksm_exporter.model.derived import RunState, run_state
 from ksm_exporter.model.edge_cause import Cause, EdgeContext
 from ksm_exporter.model.watch_format import watch_message
 from ksm_exporter.readers.meminfo import MemInfo
+
+# Bounds of a well-formed --state.file entry. Memory figures above 2^60 bytes (an exbibyte)
+# are no machine's; a time more than a day ahead of the clock was not written by this
+# clock (a day leaves room for a clock stepped back by NTP or a time zone mistake).
+MAX_BYTES = 2**60
+FUTURE_MARGIN_SECONDS = 86400.0
+
+
+class BadEntry(ValueError):
+    """A --state.file entry that is not well-formed; the message says which field."""
+
+
+def _whole(value: object, key: str, low: int, high: int) -> int:
+    """An integer (not a bool, not a float) in [low, high], else BadEntry."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadEntry(f"{key}: not a whole number from {low} to {high}")
+    return value
+
+
+def _state(value: object, key: str) -> RunState | None:
+    if value is None:
+        return None
+    try:
+        return RunState(value)
+    except (ValueError, TypeError):  # TypeError: a list or an object
+        raise BadEntry(f"{key}: not one of {', '.join(s.value for s in RunState)}") from None
 
 
 @dataclass(frozen=True)
@@ -44,27 +70,38 @@ class Transition:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, object]) -> Transition:
-        def opt_int(key: str) -> int | None:
-            v = d.get(key)
-            return None if v is None else int(v)  # type: ignore[arg-type]
-
-        from_value = d.get("from")
+    def from_json(cls, d: object, now: float | None = None) -> Transition:
+        """An entry of --state.file (a parsed JSON line); BadEntry says what is wrong.
+        Keys it does not know are ignored, so a file written by a newer version loads."""
+        if not isinstance(d, dict):
+            raise BadEntry("not a JSON object")
+        for key, value in d.items():  # generic: every byte figure, known or to come
+            if isinstance(key, str) and key.endswith("_bytes") and value is not None:
+                _whole(value, "a memory figure (*_bytes)", 0, MAX_BYTES)
+        timestamp = d.get("timestamp")
+        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
+            raise BadEntry("timestamp: not a number")
+        latest = (time.time() if now is None else now) + FUTURE_MARGIN_SECONDS
+        if not (math.isfinite(timestamp) and 0 <= timestamp <= latest):
+            raise BadEntry("timestamp: not a finite time between 1970 and now")
+        run = _whole(d.get("run"), "run", 0, 2**32 - 1)  # the kernel's unsigned int
+        to_state = _state(d.get("to"), "to")
+        if to_state is None or to_state is not run_state(run):
+            raise BadEntry("to: not the state of run")
         return cls(
-            timestamp=float(d["timestamp"]),  # type: ignore[arg-type]
-            from_state=RunState(from_value) if from_value else None,
-            to_state=RunState(d["to"]),
-            run=int(d["run"]),  # type: ignore[arg-type]
-            mem_total_bytes=opt_int("mem_total_bytes"),
-            mem_used_bytes=opt_int("mem_used_bytes"),
-            mem_free_bytes=opt_int("mem_free_bytes"),
-            mem_available_bytes=opt_int("mem_available_bytes"),
-            ksmtuned_threshold_bytes=opt_int("ksmtuned_threshold_bytes"),
-            ksmtuned_committed_bytes=opt_int("ksmtuned_committed_bytes"),
-            ksmtuned_free_bytes=opt_int("ksmtuned_free_bytes"),
-            # A history saved before causes were recorded: no telling who made its edges.
-            cause=Cause(d.get("cause") or Cause.UNKNOWN.value),
-            controller=_opt_str(d.get("controller")),
+            timestamp=float(timestamp),
+            from_state=_state(d.get("from"), "from"),
+            to_state=to_state,
+            run=run,
+            mem_total_bytes=d.get("mem_total_bytes"),  # type: ignore[arg-type]
+            mem_used_bytes=d.get("mem_used_bytes"),  # type: ignore[arg-type]
+            mem_free_bytes=d.get("mem_free_bytes"),  # type: ignore[arg-type]
+            mem_available_bytes=d.get("mem_available_bytes"),  # type: ignore[arg-type]
+            ksmtuned_threshold_bytes=d.get("ksmtuned_threshold_bytes"),  # type: ignore[arg-type]
+            ksmtuned_committed_bytes=d.get("ksmtuned_committed_bytes"),  # type: ignore[arg-type]
+            ksmtuned_free_bytes=d.get("ksmtuned_free_bytes"),  # type: ignore[arg-type]
+            cause=_cause(d.get("cause")),
+            controller=_controller(d.get("controller")),
         )
 
     def log_fields(self) -> dict[str, object]:
@@ -97,32 +134,21 @@ class Transition:
         return watch_message(what, self.mem_used_bytes, self.mem_free_bytes)
 
 
-# What Transition.from_json raises for an entry that is not a transition (a JSON string
-# or list where an object belongs raises AttributeError or TypeError).
-BAD_ENTRY = (ValueError, KeyError, TypeError, AttributeError)
+def _cause(value: object) -> Cause:
+    """A history saved before causes were recorded, or by a newer version with a cause
+    this one does not know: no telling who made that edge."""
+    try:
+        return Cause(value)
+    except ValueError:
+        return Cause.UNKNOWN
 
 
-def parse_history(text: str) -> tuple[list[Transition], list[str]]:
-    """The transitions of a state file (one JSON object a line, oldest first), and for
-    each line that is not one, `line N: why`."""
-    out: list[Transition] = []
-    problems: list[str] = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(Transition.from_json(json.loads(line)))
-        except BAD_ENTRY as e:
-            problems.append(f"line {n}: {e}")
-    return out, problems
-
-
-def _opt_str(v: object) -> str | None:
-    if v is None:
+def _controller(value: object) -> str | None:
+    if value is None:
         return None
-    if not isinstance(v, str):
-        raise TypeError(f"not a string: {v!r}")
-    return v
+    if not isinstance(value, str) or not value.isprintable() or len(value) > 64:
+        raise BadEntry("controller: not a short printable name")
+    return value
 
 
 def transition_at(

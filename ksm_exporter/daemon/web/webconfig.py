@@ -18,6 +18,8 @@ setting silently ignored would let in someone the file meant to keep out:
 - cert/key/client_ca given inline, cipher_suites, curve_preferences, client_allowed_sans
   and rate_limit are not supported: the file is refused with a message saying so.
 - http_server_config.http2 is accepted and ignored: this server speaks HTTP/1.1.
+- An empty file is refused (the toolkit reads it as "no TLS, no auth"): most often it is
+  a file cut short, and a reload must not turn TLS and auth off. `{}` says plain HTTP.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ import base64
 import binascii
 import re
 import threading
+from collections import Counter
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ksm_exporter.readers import read_regular_file
 
 if TYPE_CHECKING:
     import ssl
@@ -91,7 +96,16 @@ class BasicAuth:
     users: dict[str, bytes]
     _ok: dict[bytes, None] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _decoy: bytes | None = None
+    _decoy: bytes = b""
+
+    def __post_init__(self) -> None:
+        # Unknown users are checked against this hash, at the cost most users' hashes have,
+        # so that the time of a 401 does not tell which user names exist. Any well-formed
+        # hash does: checkpw hashes with its salt and compares, whatever it was made from.
+        # (The salt's 22nd character carries 2 bits only: "." is a valid one.)
+        costs = Counter(int(h[4:6]) for h in self.users.values())
+        cost = max(costs, key=lambda c: (costs[c], c)) if costs else 10
+        self._decoy = f"$2b${cost:02d}${'D' * 21}.{'D' * 31}".encode()
 
     @staticmethod
     def parse_header(value: str | None) -> tuple[str, str] | None:
@@ -122,20 +136,15 @@ class BasicAuth:
             return self._key(user, password) in self._ok
 
     def check(self, user: str, password: str) -> bool:
-        """The slow bcrypt check (run it off the event loop). Unknown users are checked
-        against a decoy hash so the answer takes as long as for a known one."""
+        """The slow bcrypt check (run it off the event loop). Never raises: a password
+        bcrypt refuses (over 72 bytes) or any bcrypt error is a plain False, taking the
+        same path and time for known and unknown users."""
         import bcrypt
 
         hashed = self.users.get(user)
-        if hashed is None:
-            if self._decoy is None:
-                costs = [int(h[4:6]) for h in self.users.values()] or [10]
-                self._decoy = bcrypt.hashpw(b"decoy", bcrypt.gensalt(max(costs)))
-            bcrypt.checkpw(password.encode(), self._decoy)
-            return False
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed)
-        except ValueError:  # validated at load; a bcrypt that rejects it anyway refuses
+            ok = bcrypt.checkpw(password.encode(), hashed or self._decoy) and hashed is not None
+        except Exception:  # ValueError: over 72 bytes, a hash bcrypt will not take, ...
             return False
         if ok:
             with self._lock:
@@ -252,7 +261,7 @@ def _tls_context(tls: Mapping[str, Any], base: Path) -> tuple[ssl.SSLContext | N
         ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     try:
         ctx.load_cert_chain(_resolve(base, cert), _resolve(base, key))
-    except (OSError, ssl.SSLError) as e:
+    except (OSError, ssl.SSLError, ValueError) as e:  # ValueError: a NUL in the name
         raise WebConfigError(
             f"{where}: cannot load cert_file/key_file ({cert}, {key}): {e}"
         ) from None
@@ -263,7 +272,7 @@ def _tls_context(tls: Mapping[str, Any], base: Path) -> tuple[ssl.SSLContext | N
                 ctx.load_verify_locations(cafile=_resolve(base, ca))
             else:
                 ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
-        except (OSError, ssl.SSLError) as e:
+        except (OSError, ssl.SSLError, ValueError) as e:
             raise WebConfigError(f"{where}: cannot load client_ca_file {ca}: {e}") from None
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx, mode
@@ -305,8 +314,10 @@ def parse_web_config(text: str, base: Path) -> WebConfig:
 
     try:
         doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise WebConfigError(f"not valid YAML: {' '.join(str(e).split())}") from None
+    # Not only YAMLError: PyYAML raises ValueError for a date like 2001-13-45 and
+    # RecursionError for [[[[... nested too deep; whatever the text, a clear refusal.
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
+        raise WebConfigError(f"not valid YAML: {' '.join(str(e).split())[:200]}") from None
     top = _mapping(doc, "top level")
     _check_keys(top, _TOP_KEYS, "top level", _UNSUPPORTED_TOP_KEYS)
     tls = _mapping(top.get("tls_server_config"), "tls_server_config")
@@ -321,13 +332,55 @@ def parse_web_config(text: str, base: Path) -> WebConfig:
     return WebConfig(tls=ctx, auth=auth, headers=headers, client_auth=mode)
 
 
-def load_web_config(path: Path) -> WebConfig:
-    """Read and validate --web.config.file; WebConfigError says what is wrong."""
+# A web config is a few hundred bytes (100 users: 8 KiB). A larger file is not one: it is
+# refused unread, as parsing a megabyte of YAML would hold up the reload for seconds.
+MAX_FILE_BYTES = 64 * 1024
+
+
+def read_config_file(path: Path) -> str:
+    """The file's text; WebConfigError says what is wrong. A FIFO, a device or a directory
+    put in its place is refused at once rather than read (a FIFO would block the reload,
+    and with it the shutdown)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path, MAX_FILE_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise WebConfigError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not text.strip():
+        # Most often a file cut short by a failed write: never read as "no TLS, no auth".
+        raise WebConfigError(f"{path}: empty file (write {{}} for plain HTTP without auth)")
+    return text
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Read and validate --web.config.file; WebConfigError says what is wrong."""
+    text = read_config_file(path)
     try:
         return parse_web_config(text, path.parent)
     except WebConfigError as e:
         raise WebConfigError(f"{path}: {e}") from None
+
+
+# What a client must show, weakest first: a reload may only keep or raise it.
+_CLIENT_AUTH_STRENGTH = ("none", "optional", "required")
+
+
+def reload_web_config(current: WebConfig, path: Path) -> WebConfig:
+    """The configuration SIGHUP applies to the running listener. A broken file, or one that
+    would lower its protection (turn TLS off, drop basic auth entirely, stop asking for
+    client certificates), raises WebConfigError and `current` stays: as in
+    exporter-toolkit, a running listener is never downgraded; a restart applies the file."""
+    new = load_web_config(path)
+    lost = []
+    if current.tls is not None and new.tls is None:
+        lost.append("TLS off")
+    if current.auth is not None and new.auth is None:
+        lost.append("basic auth off")
+    strength = _CLIENT_AUTH_STRENGTH.index
+    if new.tls is not None and strength(new.client_auth) < strength(current.client_auth):
+        lost.append(f"client certificates {current.client_auth} -> {new.client_auth}")
+    if lost:
+        raise WebConfigError(
+            f"{path}: refused on reload, it would downgrade the running listener "
+            f"({', '.join(lost)}); restart the exporter to apply it"
+        )
+    return new
