@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import http.client
+import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -17,18 +20,44 @@ from .support import wait_until
 
 
 class StubApp:
-    """Echoes the request; /big answers 4 MB (more than a socket buffer holds)."""
+    """Echoes the request; /big answers 4 MB (more than a socket buffer holds).
+    /later answers with a future that the test completes (`complete_later`), /later-boom
+    with one that fails; /block blocks the loop itself until `unblock` is set."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict[str, str]]] = []
+        self.futures: list[tuple[str, concurrent.futures.Future[Response]]] = []
+        self.unblock = threading.Event()
 
-    def handle(self, method: str, path: str, headers: dict[str, str]) -> Response:
+    def handle(
+        self, method: str, path: str, headers: dict[str, str]
+    ) -> Response | concurrent.futures.Future[Response]:
         self.calls.append((method, path, headers))
         if path == "/boom":
             raise RuntimeError("a bug in a route")
         if path == "/big":
             return Response(200, "application/octet-stream", b"x" * (4 << 20))
+        if path.startswith("/later"):
+            future: concurrent.futures.Future[Response] = concurrent.futures.Future()
+            self.futures.append((path, future))
+            return future
+        if path == "/block":
+            self.unblock.wait(30)
         return Response(200, "text/plain", f"{method} {path}\n".encode(), [("X-Test", "1")])
+
+    def complete_later(self, i: int, body: bytes = b"later\n") -> None:
+        """Complete the i-th future from another thread, as a worker pool would."""
+
+        def done() -> None:
+            path, f = self.futures[i]
+            if path == "/later-boom":
+                f.set_exception(ValueError("a collector failed"))
+            else:
+                f.set_result(Response(200, "text/plain", body))
+
+        t = threading.Thread(target=done)
+        t.start()
+        t.join(5)
 
 
 @pytest.fixture
@@ -245,3 +274,99 @@ def test_at_the_cap_with_none_idle_a_new_connection_is_refused(app: StubApp) -> 
 def test_listen_address_in_use_is_an_oserror(server: ExporterHTTPServer, app: StubApp) -> None:
     with pytest.raises(OSError):
         ExporterHTTPServer(f"127.0.0.1:{server.port}", app)  # type: ignore[arg-type]
+
+
+# ---- responses that come later (a future) -----------------------------------------------
+
+
+def test_a_future_parks_its_connection_while_others_are_served(
+    server: ExporterHTTPServer, app: StubApp
+) -> None:
+    with connect(server.port) as parked:
+        parked.sendall(b"GET /later HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n")
+        wait_until(lambda: len(app.futures) == 1, what="the app to be asked")
+        # The loop is free: another connection is answered while the future is pending.
+        assert raw(server.port, b"GET /other HTTP/1.0\r\n\r\n").endswith(b"GET /other\n")
+        # The parked connection's pipelined request waits for the first answer.
+        assert [c[1] for c in app.calls].count("/after") == 0
+        parked.settimeout(0.2)
+        with pytest.raises(socket.timeout):
+            parked.recv(1)
+        app.complete_later(0)
+        parked.settimeout(5)
+        out = b""
+        while out.count(b"HTTP/1.1 200") < 2 or not out.endswith(b"GET /after\n"):
+            out += parked.recv(65536)
+        assert out.index(b"later\n") < out.index(b"GET /after\n")
+
+
+def test_a_future_that_fails_is_a_500_logged_once(
+    server: ExporterHTTPServer, app: StubApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="ksm_exporter.daemon.web.server")
+    for i in range(3):
+        with connect(server.port) as s:
+            s.sendall(b"GET /later-boom HTTP/1.1\r\nConnection: close\r\n\r\n")
+            wait_until(lambda i=i: len(app.futures) == i + 1, what="the app to be asked")
+            app.complete_later(i)
+            s.settimeout(5)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+        assert out.startswith(b"HTTP/1.1 500 ")
+        assert b"a collector failed" not in out  # the cause is for the log, not the client
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and tracebacks[0].levelno == logging.ERROR
+    assert raw(server.port, b"GET /ok HTTP/1.0\r\n\r\n").endswith(b"GET /ok\n")
+
+
+def test_a_client_that_hangs_up_while_parked_frees_its_slot(
+    server: ExporterHTTPServer, app: StubApp
+) -> None:
+    s = connect(server.port)
+    s.sendall(b"GET /later HTTP/1.1\r\n\r\n")
+    wait_until(lambda: len(app.futures) == 1, what="the app to be asked")
+    s.close()
+    wait_until(lambda: server.connection_count() == 0, timeout=5, what="the slot freed")
+    app.complete_later(0)  # completing it afterwards goes nowhere, harmlessly
+    assert raw(server.port, b"GET /ok HTTP/1.0\r\n\r\n").endswith(b"GET /ok\n")
+
+
+def test_a_parked_connection_is_busy_not_idle_at_the_cap(app: StubApp) -> None:
+    with running(app, max_connections=2) as server:
+        parked = connect(server.port)
+        parked.sendall(b"GET /later HTTP/1.1\r\n\r\n")
+        wait_until(lambda: len(app.futures) == 1, what="the app to be asked")
+        idle = connect(server.port)
+        wait_until(lambda: server.connection_count() == 2, what="2 connections")
+        # At the cap, the idle one makes room, not the parked one.
+        assert raw(server.port, b"GET /new HTTP/1.0\r\n\r\n").endswith(b"GET /new\n")
+        assert closed_by_server(idle, 5)
+        app.complete_later(0)
+        parked.settimeout(5)
+        assert parked.recv(65536).startswith(b"HTTP/1.1 200")
+        parked.close()
+        idle.close()
+
+
+# ---- the loop's own health --------------------------------------------------------------
+
+
+def test_the_loop_turns_while_idle_and_stops_turning_when_blocked(
+    server: ExporterHTTPServer, app: StubApp
+) -> None:
+    time.sleep(3)  # no traffic at all: the loop still turns (epoll timeout <= 1 s)
+    assert server.seconds_since_turn() < 3
+    with connect(server.port) as s:
+        s.sendall(b"GET /block HTTP/1.1\r\n\r\n")  # blocks the loop thread itself
+        wait_until(lambda: server.seconds_since_turn() > 2, what="the loop to look stuck")
+        app.unblock.set()
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    wait_until(lambda: server.seconds_since_turn() < 2, what="the loop to turn again")
+
+
+def test_the_loop_thread_is_named_natively(server: ExporterHTTPServer) -> None:
+    (thread,) = [t for t in threading.enumerate() if t.name == "ksm-http"]
+    comm = f"/proc/self/task/{thread.native_id}/comm"
+    with open(comm) as f:
+        assert f.read().strip() == "ksm-http"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import errno
 import http
 import logging
@@ -53,6 +54,10 @@ from ksm_exporter.daemon.web.webconfig import BasicAuth, WebConfig
 if TYPE_CHECKING:
     import concurrent.futures
 
+    # What app.handle returns: an answer now, or one that a worker thread completes later.
+    Future = concurrent.futures.Future[Response]
+    AppResult = Response | Future
+
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 16 * 1024
@@ -64,6 +69,13 @@ _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 _ERR = select.EPOLLERR | select.EPOLLHUP
+# While a connection waits (bcrypt, a future): its bytes stay unread, but a client that
+# hangs up is seen (RDHUP), so its slot is freed at once.
+_HANGUP = select.EPOLLRDHUP
+# The loop wakes at least this often even when nothing happens, so that
+# seconds_since_turn() stays small while the loop is healthy (the systemd watchdog).
+MAX_POLL_SECONDS = 1.0
+THREAD_NAME = "ksm-http"
 # Non-blocking "try again later": plain sockets raise the first two, TLS ones the others.
 # (ssl costs nothing extra: prometheus_client's exposition has loaded it already.)
 _AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -73,6 +85,7 @@ _HANDSHAKE = 0  # TLS handshake in progress
 _READ = 1  # waiting for (the rest of) a request
 _WRITE = 2  # a response is partly sent; the client reads slowly
 _AUTH = 3  # a bcrypt check for this request runs on the helper thread
+_APP = 4  # the app answered with a future: waiting for it to complete
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,9 @@ class Limits:
     header_timeout: float = 10.0  # first byte of a request to its last header
     idle_timeout: float = 30.0  # between requests on a keep-alive connection
     write_timeout: float = 10.0  # for a response the client is slow to take
+    # For a future the app returned. The app keeps its own (shorter) deadlines; this
+    # only frees the connection if a future never completes.
+    app_timeout: float = 300.0
 
 
 class ListenAddressError(ValueError):
@@ -165,6 +181,7 @@ class _Conn:
         "last_active",
         "out",
         "peer",
+        "pending",
         "sock",
         "started",
         "state",
@@ -180,6 +197,7 @@ class _Conn:
         self.started = False  # bytes of a handshake or request have arrived
         self.buf = b""
         self.out: memoryview | None = None
+        self.pending: object = None  # the future (or bcrypt job) this connection waits on
         self.close_after = False
         self.last_active = now
         self.deadline = now
@@ -232,11 +250,17 @@ class ExporterHTTPServer:
         self._stop = False
         self._stopped = threading.Event()
         self._stopped.set()
+        self._started = threading.Event()
         self._next_sweep = float("inf")
         self._date = (0, "")
         # bcrypt checks: one at a time, as exporter-toolkit does (it is CPU-bound by design).
         self._auth_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._auth_done: collections.deque[tuple[_Conn, _Request, bool]] = collections.deque()
+        # Futures the app returned that have completed; appended by whatever thread
+        # completes them, taken by the loop after a wake.
+        self._app_done: collections.deque[tuple[_Conn, Future]] = collections.deque()
+        self._errors_logged: set[str] = set()
+        self._turned = time.monotonic()
 
     @property
     def port(self) -> int:
@@ -245,18 +269,32 @@ class ExporterHTTPServer:
     # ---- lifecycle -------------------------------------------------------------------
 
     def serve_in_thread(self) -> threading.Thread:
-        t = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+        """Run the loop in a thread named THREAD_NAME; returns once the loop runs (and the
+        thread has its native name)."""
+        t = threading.Thread(target=self.serve_forever, name=THREAD_NAME, daemon=True)
         self._stopped.clear()
+        self._started.clear()
         t.start()
+        self._started.wait(5)
         return t
 
     def serve_forever(self) -> None:
         self._stopped.clear()
+        if threading.current_thread() is not threading.main_thread():
+            set_native_thread_name(THREAD_NAME)
+        self._turned = time.monotonic()
+        self._started.set()
         try:
             while not self._stop:
                 self._run_once()
+                self._turned = time.monotonic()
         finally:
             self._stopped.set()
+
+    def seconds_since_turn(self) -> float:
+        """Seconds since the loop last completed a turn. It turns at least once every
+        MAX_POLL_SECONDS, so a large value means the loop is stuck (or not running)."""
+        return time.monotonic() - self._turned
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop the loop (from another thread) and wait for it."""
@@ -288,8 +326,7 @@ class ExporterHTTPServer:
         now = time.monotonic()
         if now >= self._next_sweep:
             self._sweep(now)
-        # No deadline pending (no connections): sleep until something happens.
-        timeout = -1.0 if self._next_sweep == float("inf") else max(0.0, self._next_sweep - now)
+        timeout = min(MAX_POLL_SECONDS, max(0.0, self._next_sweep - now))
         try:
             events = self._epoll.poll(timeout)
         except InterruptedError:
@@ -302,6 +339,7 @@ class ExporterHTTPServer:
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 4096)
                 self._finish_auth()
+                self._finish_app()
             else:
                 conn = self._conns.get(fd)
                 if conn is not None:
@@ -417,8 +455,9 @@ class ExporterHTTPServer:
 
     def _on_event(self, conn: _Conn, ev: int) -> None:
         state = conn.state
-        if state == _AUTH:  # only hang-ups are watched while bcrypt runs
-            if ev & _ERR:
+        if state in (_AUTH, _APP):  # only hang-ups are watched while waiting
+            if ev & (_ERR | _HANGUP):
+                log.debug("%s hung up while its request was being answered", conn.peer)
                 self._close(conn)
             return
         conn.last_active = time.monotonic()
@@ -505,14 +544,70 @@ class ExporterHTTPServer:
                 req.close = True
             if not self._authorized(conn, req):
                 return
-            self._respond(conn, req, self._handle(req))
+            self._answer(conn, req)
 
-    def _handle(self, req: _Request) -> Response:
+    def _answer(self, conn: _Conn, req: _Request) -> None:
+        """Ask the app; send its response now, or park the connection on its future."""
         try:
-            return self.app.handle(req.method, req.target, req.headers)
-        except Exception:
-            log.exception("error handling %s %s", req.method, req.target)
-            return Response.text(500, "internal server error")
+            result: AppResult = self.app.handle(req.method, req.target, req.headers)
+        except Exception as e:
+            self._log_app_error(e, req)
+            result = _internal_error()
+        if isinstance(result, Response):
+            self._respond(conn, req, result)
+            return
+        future = result
+        if future.done():  # answered already: no need to park
+            self._respond(conn, req, self._future_response(future, req))
+            return
+        # Parked: unread (its next request waits), busy (never evicted as idle), and
+        # watched only for a hang-up. The callback may run on any thread: it only queues
+        # the connection and wakes the loop, which sends the response.
+        conn.state = _APP
+        conn.pending = (future, req)
+        self._set_events(conn, _HANGUP)
+        self._set_deadline(conn, self.limits.app_timeout, time.monotonic())
+        future.add_done_callback(lambda f: self._app_completed(conn, f))
+
+    def _app_completed(self, conn: _Conn, future: Future) -> None:
+        self._app_done.append((conn, future))
+        self._wake()
+
+    def _finish_app(self) -> None:
+        while self._app_done:
+            conn, future = self._app_done.popleft()
+            if self._conns.get(conn.fd) is not conn or conn.state != _APP:
+                continue  # closed (hang-up, deadline) while the app worked
+            pending_future, req = conn.pending  # type: ignore[misc]
+            if pending_future is not future:
+                continue
+            conn.pending = None
+            conn.state = _READ
+            self._respond(conn, req, self._future_response(future, req))
+            if conn.state == _READ and conn.buf and self._conns.get(conn.fd) is conn:
+                self._process(conn)
+
+    def _future_response(self, future: Future, req: _Request) -> Response:
+        try:
+            return future.result()
+        except Exception as e:  # CancelledError included
+            self._log_app_error(e, req)
+            return _internal_error()
+
+    def _log_app_error(self, e: Exception, req: _Request) -> None:
+        """A failing route is a bug: its traceback once per kind of failure, then one
+        debug line per request, so that a client repeating it cannot fill the log."""
+        kind = f"{type(e).__qualname__}: {e}"[:200]
+        if kind in self._errors_logged or len(self._errors_logged) >= 100:
+            log.debug("error handling %s %s: %s", req.method, req.target, kind)
+            return
+        self._errors_logged.add(kind)
+        log.error(
+            "error handling %s %s (logged once; later ones at debug level)",
+            req.method,
+            req.target,
+            exc_info=e,
+        )
 
     # ---- basic auth ------------------------------------------------------------------
 
@@ -532,7 +627,7 @@ class ExporterHTTPServer:
 
             self._auth_pool = concurrent.futures.ThreadPoolExecutor(1, "bcrypt")
         conn.state = _AUTH
-        self._set_events(conn, 0)  # hang-ups are still reported
+        self._set_events(conn, _HANGUP)
         self._auth_pool.submit(self._check, auth, creds, conn, req)
         return False
 
@@ -552,8 +647,11 @@ class ExporterHTTPServer:
                 continue  # closed while bcrypt ran
             conn.state = _READ
             self._set_events(conn, _IN)
-            self._respond(conn, req, self._handle(req) if ok else _unauthorized())
-            if conn.state == _READ and conn.buf:
+            if ok:
+                self._answer(conn, req)
+            else:
+                self._respond(conn, req, _unauthorized())
+            if conn.state == _READ and conn.buf and self._conns.get(conn.fd) is conn:
                 self._process(conn)
 
     # ---- responses -------------------------------------------------------------------
@@ -617,6 +715,10 @@ class ExporterHTTPServer:
         self._set_events(conn, _IN)
 
 
+def _internal_error() -> Response:
+    return Response.text(500, "internal server error; see the exporter's log")
+
+
 def _unauthorized() -> Response:
     r = Response.text(401, "Unauthorized")
     r.headers.append(("WWW-Authenticate", "Basic"))
@@ -631,3 +733,13 @@ def raise_fd_limit(wanted: int) -> None:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+def set_native_thread_name(name: str) -> None:
+    """Name the calling thread in the kernel too (/proc/PID/task/TID/comm), so that
+    tools outside Python (ps -L, top -H, a test that stops this one thread) can find it.
+    Best effort: without prctl the Python name still holds."""
+    pr_set_name = 15
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
