@@ -245,7 +245,7 @@ def test_at_the_cap_the_oldest_idle_connection_makes_room(app: StubApp) -> None:
         assert idle[1].recv(65536).startswith(b"HTTP/1.1 200")
         assert raw(server.port, b"GET /new HTTP/1.0\r\n\r\n").endswith(b"GET /new\n")
         assert closed_by_server(idle[0], 5)
-        assert server.evicted >= 1
+        assert server.connection_counters().evicted == {"idle": 1}
         idle[1].sendall(b"GET / HTTP/1.1\r\n\r\n")  # the recently used one is still open
         assert idle[1].recv(65536).startswith(b"HTTP/1.1 200")
         for s in idle:
@@ -264,7 +264,7 @@ def test_at_the_cap_with_none_idle_a_new_connection_is_refused(app: StubApp) -> 
         except ConnectionResetError:  # the request raced the close: refused all the same
             out = b""
         assert out == b"" or out.startswith(b"HTTP/1.1 503 ")
-        assert server.refused == 1
+        assert server.connection_counters().refused == {"max_connections": 1}
         busy[0].sendall(b"1\r\n\r\n")  # the refused one did not cost the others anything
         assert busy[0].recv(65536).startswith(b"HTTP/1.1 200")
         for s in busy:
@@ -370,3 +370,167 @@ def test_the_loop_thread_is_named_natively(server: ExporterHTTPServer) -> None:
     comm = f"/proc/self/task/{thread.native_id}/comm"
     with open(comm) as f:
         assert f.read().strip() == "ksm-http"
+
+
+# ---- limits against hostile clients -----------------------------------------------------
+
+
+def test_the_header_deadline_counts_from_the_first_byte(app: StubApp) -> None:
+    with running(app, header_timeout=1.0) as server, connect(server.port) as s:
+        start = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        closed = False
+        while not closed and time.monotonic() - start < 10:
+            try:
+                s.sendall(b"X")  # a byte now and then does not move the deadline
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+            closed = closed or closed_by_server(s, 0.2)
+        assert closed, "a byte every 0.2 s kept the request open for 10 s"
+
+
+def test_at_the_cap_a_slow_request_is_evicted_before_an_idle_connection(app: StubApp) -> None:
+    with running(app, max_connections=2, slow_request_grace=0.2) as server:
+        idle = connect(server.port)
+        idle.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        slow = connect(server.port)
+        slow.sendall(b"GET / HTTP/1.1\r\nX-Slow: ")
+        wait_until(lambda: server.connection_count() == 2, what="2 connections")
+        time.sleep(0.3)  # past the grace
+        assert raw(server.port, b"GET /new HTTP/1.0\r\n\r\n").endswith(b"GET /new\n")
+        assert closed_by_server(slow, 5)
+        assert server.connection_counters().evicted == {"slow_request": 1}
+        idle.sendall(b"GET / HTTP/1.1\r\n\r\n")  # the idle keep-alive one was kept
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        idle.close()
+        slow.close()
+
+
+def test_a_request_within_the_grace_is_not_evicted(app: StubApp) -> None:
+    with (
+        running(app, max_connections=1, slow_request_grace=30) as server,
+        connect(server.port) as partial,
+    ):
+        partial.sendall(b"GET / HTTP/1.1\r\n")
+        wait_until(lambda: server.connection_count() == 1, what="1 connection")
+        time.sleep(0.1)  # let the loop read it
+        try:
+            out = raw(server.port, b"GET / HTTP/1.0\r\n\r\n")
+        except ConnectionResetError:
+            out = b""
+        assert out == b"" or out.startswith(b"HTTP/1.1 503 ")
+        assert server.connection_counters().refused == {"max_connections": 1}
+        partial.sendall(b"\r\n")
+        assert partial.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+class GatedAuth:
+    """Stands in for webconfig.BasicAuth: `check` waits for `gate` (a slow bcrypt that
+    the test controls); only alice:right passes."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.checks = 0
+
+    def cached(self, user: str, password: str) -> bool:
+        return False
+
+    def check(self, user: str, password: str) -> bool:
+        self.checks += 1
+        self.gate.wait(10)
+        return (user, password) == ("alice", "right")
+
+
+def auth_header(user: str, password: str) -> bytes:
+    import base64
+
+    return b"Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()) + b"\r\n"
+
+
+@contextlib.contextmanager
+def running_with_auth(
+    app: StubApp, auth: GatedAuth, **limits: float
+) -> Iterator[ExporterHTTPServer]:
+    from ksm_exporter.daemon.web.webconfig import WebConfig
+
+    web = WebConfig(auth=auth)  # type: ignore[arg-type]
+    server = ExporterHTTPServer("127.0.0.1:0", app, web, Limits(**limits))  # type: ignore[arg-type]
+    server.serve_in_thread()
+    try:
+        yield server
+    finally:
+        auth.gate.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_bcrypt_queue_is_bounded(app: StubApp) -> None:
+    auth = GatedAuth()
+    with running_with_auth(app, auth, auth_queue=2) as server:
+        waiting = [connect(server.port) for _ in range(2)]
+        for s in waiting:
+            s.sendall(b"GET / HTTP/1.1\r\n" + auth_header("alice", "wrong") + b"\r\n")
+        wait_until(lambda: server.auth_waiting() == 2, what="2 checks waiting")
+        for _ in range(3):  # the queue is full: 503 at once, no bcrypt
+            out = raw(server.port, b"GET / HTTP/1.1\r\n" + auth_header("eve", "x") + b"\r\n")
+            assert out.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in out
+        assert server.connection_counters().refused == {"auth_queue": 3}
+        assert server.auth_waiting() == 2
+        auth.gate.set()
+        for s in waiting:
+            assert s.recv(65536).startswith(b"HTTP/1.1 401 ")
+            assert closed_by_server(s, 5)
+            s.close()
+        assert auth.checks <= 2
+
+
+def test_a_wrong_password_closes_the_connection_so_the_next_guess_needs_a_new_one(
+    app: StubApp,
+) -> None:
+    auth = GatedAuth()
+    auth.gate.set()
+    with running_with_auth(app, auth) as server:
+        guesses = b"".join(
+            b"GET / HTTP/1.1\r\n" + auth_header("alice", f"guess{i}") + b"\r\n" for i in range(5)
+        )
+        out = raw(server.port, guesses)
+        assert out.count(b"HTTP/1.1 401 ") == 1 and b"Connection: close" in out
+        assert auth.checks == 1
+        # Right credentials are served, and a request without any is a 401 that keeps
+        # the connection open (no bcrypt was spent on it).
+        ok = b"GET /in HTTP/1.1\r\n" + auth_header("alice", "right") + b"Connection: close\r\n\r\n"
+        assert raw(server.port, ok).endswith(b"GET /in\n")
+        with connect(server.port) as s:
+            s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 401 ")
+            assert not closed_by_server(s, 0.3)
+
+
+def test_a_check_waiting_past_its_deadline_is_closed_and_queued_ones_are_evictable(
+    app: StubApp,
+) -> None:
+    auth = GatedAuth()
+    with running_with_auth(app, auth, auth_timeout=0.5, max_connections=3) as server:
+        running_check = connect(server.port)
+        running_check.sendall(b"GET / HTTP/1.1\r\n" + auth_header("alice", "a") + b"\r\n")
+        wait_until(lambda: auth.checks == 1, what="the first check to run")
+        queued = connect(server.port)
+        queued.sendall(b"GET / HTTP/1.1\r\n" + auth_header("alice", "b") + b"\r\n")
+        wait_until(lambda: server.auth_waiting() == 2, what="2 checks waiting")
+        busy = connect(server.port)
+        busy.sendall(b"GET / HTTP/1.1\r\nX-Unfinished: ")  # within its grace: not evictable
+        wait_until(lambda: server.connection_count() == 3, what="3 connections")
+        time.sleep(0.1)
+        # At the cap: the queued check makes room (its bcrypt never runs), and the new
+        # connection is served (a 401 without credentials, not a refusal).
+        assert raw(server.port, b"GET /new HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 401 ")
+        assert server.connection_counters().evicted == {"auth_queue": 1}
+        assert closed_by_server(queued, 5)
+        # The running one passes its deadline and is closed without an answer.
+        assert closed_by_server(running_check, 5)
+        assert server.auth_waiting() == 0
+        auth.gate.set()
+        assert auth.checks == 1
+        for s in (running_check, queued, busy):
+            s.close()
