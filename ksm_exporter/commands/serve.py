@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         "listening",
         extra={
             "fields": {
-                "address": args.listen_address,
+                "address": daemon.server.bound_address,  # the port bound, also for :0
                 "version": __version__,
                 "ksm_dir": str(ksm_dir),
                 **daemon.server.web.describe(),
