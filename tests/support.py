@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits
+
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent
 REAL_KSM = Path("/sys/kernel/mm/ksm")
@@ -79,6 +81,19 @@ def bound_port(log_text: str) -> int | None:
     """The port of the exporter's "listening" log line; None before that line."""
     m = _LISTENING.search(log_text)
     return int(m.group(1)) if m else None
+
+
+@contextlib.contextmanager
+def serving(app: object, web: object = None, **limits: float) -> Iterator[ExporterHTTPServer]:
+    """The HTTP server alone, in this process, on a loopback port: `app` stands in for
+    ExporterApp, `web` for WebConfig, `limits` are Limits' fields."""
+    server = ExporterHTTPServer("127.0.0.1:0", app, web, Limits(**limits))  # type: ignore[arg-type]
+    server.serve_in_thread()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def http_get(

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from ksm_exporter.daemon.web.app import Response
-from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits
+from ksm_exporter.daemon.web.server import ExporterHTTPServer
 
-from .support import wait_until
+from .support import serving, wait_until
 
 
 class StubApp:
@@ -65,20 +65,9 @@ def app() -> StubApp:
     return StubApp()
 
 
-@contextlib.contextmanager
-def running(app: StubApp, **limits: float) -> Iterator[ExporterHTTPServer]:
-    server = ExporterHTTPServer("127.0.0.1:0", app, limits=Limits(**limits))  # type: ignore[arg-type]
-    server.serve_in_thread()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def server(app: StubApp) -> Iterator[ExporterHTTPServer]:
-    with running(app) as s:
+    with serving(app) as s:
         yield s
 
 
@@ -212,7 +201,7 @@ def test_a_failing_route_is_a_500_and_the_server_goes_on(server: ExporterHTTPSer
 
 
 def test_idle_keep_alive_connections_are_closed(app: StubApp) -> None:
-    with running(app, idle_timeout=0.5) as server:
+    with serving(app, idle_timeout=0.5) as server:
         with connect(server.port) as s:
             s.sendall(b"GET / HTTP/1.1\r\n\r\n")
             assert s.recv(65536).startswith(b"HTTP/1.1 200")
@@ -222,13 +211,13 @@ def test_idle_keep_alive_connections_are_closed(app: StubApp) -> None:
 
 
 def test_slow_headers_are_cut_off(app: StubApp) -> None:
-    with running(app, header_timeout=0.5, idle_timeout=30) as server, connect(server.port) as s:
+    with serving(app, header_timeout=0.5, idle_timeout=30) as server, connect(server.port) as s:
         s.sendall(b"GET / HTTP/1.1\r\nX-Slow: ")
         assert closed_by_server(s, 5)
 
 
 def test_a_client_that_does_not_read_is_dropped_and_others_are_served(app: StubApp) -> None:
-    with running(app, write_timeout=0.5) as server, connect(server.port) as slow:
+    with serving(app, write_timeout=0.5) as server, connect(server.port) as slow:
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.sendall(b"GET /big HTTP/1.1\r\n\r\n")
         # While the 4 MB answer is stuck, another client gets its answer.
@@ -237,7 +226,7 @@ def test_a_client_that_does_not_read_is_dropped_and_others_are_served(app: StubA
 
 
 def test_at_the_cap_the_oldest_idle_connection_makes_room(app: StubApp) -> None:
-    with running(app, max_connections=3) as server:
+    with serving(app, max_connections=3) as server:
         idle = [connect(server.port) for _ in range(3)]
         wait_until(lambda: server.connection_count() == 3, what="3 connections")
         time.sleep(0.05)
@@ -253,7 +242,7 @@ def test_at_the_cap_the_oldest_idle_connection_makes_room(app: StubApp) -> None:
 
 
 def test_at_the_cap_with_none_idle_a_new_connection_is_refused(app: StubApp) -> None:
-    with running(app, max_connections=2) as server:
+    with serving(app, max_connections=2) as server:
         busy = [connect(server.port) for _ in range(2)]
         for s in busy:
             s.sendall(b"GET / HTTP/1.1\r\nX-Unfinished: ")  # mid-request: not idle
@@ -333,7 +322,7 @@ def test_a_client_that_hangs_up_while_parked_frees_its_slot(
 
 
 def test_a_parked_connection_is_busy_not_idle_at_the_cap(app: StubApp) -> None:
-    with running(app, max_connections=2) as server:
+    with serving(app, max_connections=2) as server:
         parked = connect(server.port)
         parked.sendall(b"GET /later HTTP/1.1\r\n\r\n")
         wait_until(lambda: len(app.futures) == 1, what="the app to be asked")
@@ -376,7 +365,7 @@ def test_the_loop_thread_is_named_natively(server: ExporterHTTPServer) -> None:
 
 
 def test_the_header_deadline_counts_from_the_first_byte(app: StubApp) -> None:
-    with running(app, header_timeout=1.0) as server, connect(server.port) as s:
+    with serving(app, header_timeout=1.0) as server, connect(server.port) as s:
         start = time.monotonic()
         s.sendall(b"GET / HTTP/1.1\r\n")
         closed = False
@@ -390,7 +379,7 @@ def test_the_header_deadline_counts_from_the_first_byte(app: StubApp) -> None:
 
 
 def test_at_the_cap_a_slow_request_is_evicted_before_an_idle_connection(app: StubApp) -> None:
-    with running(app, max_connections=2, slow_request_grace=0.2) as server:
+    with serving(app, max_connections=2, slow_request_grace=0.2) as server:
         idle = connect(server.port)
         idle.sendall(b"GET / HTTP/1.1\r\n\r\n")
         assert idle.recv(65536).startswith(b"HTTP/1.1 200")
@@ -409,7 +398,7 @@ def test_at_the_cap_a_slow_request_is_evicted_before_an_idle_connection(app: Stu
 
 def test_a_request_within_the_grace_is_not_evicted(app: StubApp) -> None:
     with (
-        running(app, max_connections=1, slow_request_grace=30) as server,
+        serving(app, max_connections=1, slow_request_grace=30) as server,
         connect(server.port) as partial,
     ):
         partial.sendall(b"GET / HTTP/1.1\r\n")
@@ -454,15 +443,11 @@ def running_with_auth(
 ) -> Iterator[ExporterHTTPServer]:
     from ksm_exporter.daemon.web.webconfig import WebConfig
 
-    web = WebConfig(auth=auth)  # type: ignore[arg-type]
-    server = ExporterHTTPServer("127.0.0.1:0", app, web, Limits(**limits))  # type: ignore[arg-type]
-    server.serve_in_thread()
     try:
-        yield server
+        with serving(app, WebConfig(auth=auth), **limits) as server:  # type: ignore[arg-type]
+            yield server
     finally:
-        auth.gate.set()
-        server.shutdown()
-        server.server_close()
+        auth.gate.set()  # a check still waiting must not hold the shutdown
 
 
 def test_the_bcrypt_queue_is_bounded(app: StubApp) -> None:

@@ -23,6 +23,7 @@ from ksm_exporter.daemon.systemd import ServiceNotifier, journal_handler
 from ksm_exporter.daemon.watcher import Watcher
 from ksm_exporter.daemon.web.app import ExporterApp
 from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits, ListenAddressError
+from ksm_exporter.daemon.web.server_metrics import ConnectionsCollector
 from ksm_exporter.daemon.web.webconfig import WebConfig, WebConfigError, load_web_config
 from ksm_exporter.flags import FlagError, flag_names, given_flags, serve_parser
 from ksm_exporter.readers import Paths, describe_error
@@ -193,6 +194,8 @@ def build(args: argparse.Namespace) -> Daemon:
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
     limits = Limits(max_connections=args.max_connections)
     server = ExporterHTTPServer(args.listen_address, app, web, limits)
+    if not args.disable_exporter_metrics:
+        registry.register(ConnectionsCollector(server.connection_counters))
     daemon = Daemon(monitor, watcher, server)
     if args.reload_args_file:
         daemon.reloaders.append(args_file_reloader(args.reload_args_file, args))
