@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import http.client
 import logging
+import os
 import socket
 import threading
 import time
@@ -519,3 +520,21 @@ def test_a_check_waiting_past_its_deadline_is_closed_and_queued_ones_are_evictab
         assert auth.checks == 1
         for s in (running_check, queued, busy):
             s.close()
+
+
+def test_a_future_completing_after_server_close_writes_nowhere(app: StubApp) -> None:
+    with serving(app) as server, connect(server.port) as s:
+        s.sendall(b"GET /later HTTP/1.1\r\n\r\n")
+        wait_until(lambda: len(app.futures) == 1, what="the app to be asked")
+    # The server's descriptors are closed; new ones likely get their numbers.
+    pipes = [os.pipe() for _ in range(16)]
+    try:
+        app.complete_later(0)
+        for r, _ in pipes:
+            os.set_blocking(r, False)
+            with pytest.raises(BlockingIOError):
+                os.read(r, 1)
+    finally:
+        for fds in pipes:
+            for fd in fds:
+                os.close(fd)

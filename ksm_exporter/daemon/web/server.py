@@ -335,6 +335,9 @@ class ExporterHTTPServer:
         raise_fd_limit(self.limits.max_connections + 64)
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Futures complete on other threads, maybe after server_close(): the lock keeps
+        # them from writing to a closed (and perhaps reused) descriptor.
+        self._wake_lock = threading.Lock()
         self._epoll.register(self.socket.fileno(), _IN)
         self._epoll.register(self._wake_r, _IN)
         self._conns: dict[int, _Conn] = {}
@@ -412,9 +415,11 @@ class ExporterHTTPServer:
             self._close(conn)
         self.socket.close()
         self._epoll.close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._wake_lock:
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._wake_w = -1
         if self._auth_pool is not None:
             self._auth_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -428,8 +433,9 @@ class ExporterHTTPServer:
     # ---- the loop --------------------------------------------------------------------
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # full pipe: the loop is waking anyway
-            os.write(self._wake_w, b"x")
+        with self._wake_lock, contextlib.suppress(OSError):  # full: it is waking anyway
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"x")
 
     def _run_once(self) -> None:
         now = time.monotonic()
