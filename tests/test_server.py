@@ -8,15 +8,19 @@ import http.client
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from ksm_exporter.daemon.web.app import Response
 from ksm_exporter.daemon.web.server import ExporterHTTPServer
+from ksm_exporter.daemon.web.webconfig import WebConfig, parse_web_config
 
+from .certs import make_certs
 from .support import serving, wait_until
 
 
@@ -442,8 +446,6 @@ def auth_header(user: str, password: str) -> bytes:
 def running_with_auth(
     app: StubApp, auth: GatedAuth, **limits: float
 ) -> Iterator[ExporterHTTPServer]:
-    from ksm_exporter.daemon.web.webconfig import WebConfig
-
     try:
         with serving(app, WebConfig(auth=auth), **limits) as server:  # type: ignore[arg-type]
             yield server
@@ -538,3 +540,25 @@ def test_a_future_completing_after_server_close_writes_nowhere(app: StubApp) -> 
         for fds in pipes:
             for fd in fds:
                 os.close(fd)
+
+
+def test_at_the_cap_a_slow_tls_handshake_is_evicted(app: StubApp, tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "certs")
+    web = parse_web_config(
+        f"tls_server_config:\n  cert_file: {certs.server.cert}\n  key_file: {certs.server.key}\n",
+        tmp_path,
+    )
+    with (
+        serving(app, web, max_connections=1, slow_request_grace=0.2) as server,
+        connect(server.port) as slow,
+    ):
+        slow.sendall(b"\x16\x03\x01\x02\x00")  # the start of a ClientHello, and no more
+        wait_until(lambda: server.connection_count() == 1, what="1 connection")
+        time.sleep(0.3)  # past the grace
+        ctx = ssl.create_default_context(cafile=str(certs.ca))
+        c = http.client.HTTPSConnection("127.0.0.1", server.port, context=ctx, timeout=5)
+        c.request("GET", "/tls")
+        assert c.getresponse().read() == b"GET /tls\n"
+        c.close()
+        assert closed_by_server(slow, 5)
+        assert server.connection_counters().evicted == {"slow_request": 1}
