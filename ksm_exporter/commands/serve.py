@@ -24,6 +24,7 @@ from ksm_exporter.daemon.systemd import ServiceNotifier, journal_handler
 from ksm_exporter.daemon.watcher import Watcher
 from ksm_exporter.daemon.web.app import ExporterApp
 from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits, ListenAddressError
+from ksm_exporter.daemon.web.server_metrics import ConnectionsCollector
 from ksm_exporter.daemon.web.webconfig import (
     WebConfig,
     WebConfigError,
@@ -191,6 +192,8 @@ def build(args: argparse.Namespace) -> Daemon:
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
     limits = Limits(max_connections=args.max_connections)
     server = ExporterHTTPServer(args.listen_address, app, web, limits)
+    if not args.disable_exporter_metrics:
+        registry.register(ConnectionsCollector(server.connection_counters))
     daemon = Daemon(monitor, watcher, server)
     if args.reload_args_file:
         daemon.reloaders.append(args_file_reloader(args.reload_args_file, args))
@@ -237,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         "listening",
         extra={
             "fields": {
-                "address": args.listen_address,
+                "address": daemon.server.bound_address,  # the port bound, also for :0
                 "version": __version__,
                 "ksm_dir": str(ksm_dir),
                 **daemon.server.web.describe(),
