@@ -212,12 +212,49 @@ def busy_ksmd(proc: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def run_prometheus(tmp: Path, targets: list[str]) -> Iterator[str]:
+def run_server(name: str, args: list[str], tmp: Path, ready_url: str) -> Iterator[None]:
+    """Start a Prometheus-style server (its log in tmp/NAME.log) and wait until
+    ready_url answers 200; terminate it on exit."""
+    log_path = tmp / f"{name}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+    try:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited {proc.returncode}: {log_path.read_text()}")
+            try:
+                return http_get(ready_url, timeout=1)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(ready, timeout=20, what=f"{name} to be ready")
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def run_prometheus(
+    tmp: Path,
+    targets: list[str],
+    *,
+    config: Any = RULES,
+    labels: dict[str, str] | None = None,
+    alertmanager: str | None = None,
+) -> Iterator[str]:
+    """Prometheus scraping `targets` (job ksm, file_sd with `labels`) every second with
+    the rules generated from `config`, sending alerts to `alertmanager` (host:port)."""
     (tmp / "targets.json").write_text(
-        json.dumps([{"targets": targets, "labels": {"role": "compute"}}])
+        json.dumps([{"targets": targets, "labels": labels or {"role": "compute"}}])
     )
-    (tmp / "ksm.rules.yml").write_text(rules.render(RULES))
-    config = {
+    (tmp / "ksm.rules.yml").write_text(rules.render(config))
+    prometheus_config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": ["ksm.rules.yml"],
         "scrape_configs": [
@@ -227,42 +264,21 @@ def run_prometheus(tmp: Path, targets: list[str]) -> Iterator[str]:
             }
         ],
     }
-    (tmp / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-    port = free_port()
-    log_path = tmp / "prometheus.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"prometheus exited {proc.returncode}: {log_path.read_text()}")
-            try:
-                return http_get(url + "/-/ready", timeout=1)[0] == 200
-            except OSError:
-                return False
-
-        wait_until(ready, timeout=20, what="prometheus to be ready")
+    if alertmanager:
+        prometheus_config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]
+        }
+    (tmp / "prometheus.yml").write_text(json.dumps(prometheus_config))  # JSON is YAML
+    url = f"http://127.0.0.1:{free_port()}"
+    args = [
+        PROMETHEUS,
+        f"--config.file={tmp / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address={url.removeprefix('http://')}",
+        "--log.level=warn",
+    ]
+    with run_server("prometheus", args, tmp, url + "/-/ready"):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
