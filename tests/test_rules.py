@@ -250,3 +250,26 @@ def test_example_prometheus_config_with_its_rules_and_file_sd_targets() -> None:
         "ksm-rack-a.json",
         "ksm-rack-b.json",
     ]
+
+
+def test_example_configuration_and_documented_keys() -> None:
+    config = gen.Config.load(REPO / "examples/ksm-config.json")
+    assert config.flapping_threshold == 6 and config.severities["KsmFlapping"] == "critical"
+    assert config.severities["KsmSysfsMissing"] == "info"  # the defaults fill the rest
+    doc = (REPO / "docs/dashboard-and-alerts.md").read_text()
+    for name in gen.Config().to_json():
+        assert f"`{name}`" in doc, f"configuration key {name} is not documented"
+
+
+def test_user_facing_texts_name_the_report_not_a_seed() -> None:
+    texts = [
+        "rules/ksm-exporter.rules.yml",
+        "grafana/ksm-exporter.json",
+        "docs/dashboard-and-alerts.md",
+        "docs/runbook.md",
+        "docs/background.md",
+    ]
+    for rel in texts:
+        assert "seed" not in (REPO / rel).read_text().lower(), rel
+    background = (REPO / "docs/background.md").read_text()
+    assert "checkKSM_pages_info.sh" in background and "checkKSM_start_time.sh" in background
