@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from . import test_prometheus_integration as integration
-from .support import copy_fixture, free_port, run_exporter, wait_until, write_ksm
+from .support import REPO, copy_fixture, free_port, run_exporter, wait_until, write_ksm
 from .test_prometheus_integration import (
     KSMTUNED_CONF,
     Fleet,
@@ -31,6 +32,7 @@ from .test_prometheus_integration import (
 )
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
+AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
 pytestmark = [
     *integration.pytestmark,
     pytest.mark.skipif(
@@ -174,3 +176,37 @@ def test_one_notification_per_flapping_episode(tmp_path: Path) -> None:
     assert alert["annotations"]["runbook_url"].startswith("https://")
     assert alert["annotations"]["summary"] == "KSM keeps starting and stopping."
     assert alert["annotations"]["description"].startswith(f"KSM on {instance} changed state ")
+
+
+def amtool(*args: str) -> str:
+    result = subprocess.run(
+        [AMTOOL, *args], capture_output=True, text=True, timeout=30, cwd=REPO, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize(
+    ("alert", "receiver"),
+    [("KsmFlapping", "cell1-oncall"), ("KsmSysfsMissing", "ops-tickets")],
+)
+def test_example_routing_by_the_targets_cell(alert: str, receiver: str) -> None:
+    """The example routes the alerts by the example targets' own cell label, which the
+    alerts keep, and by their configured severity."""
+    amtool("check-config", "examples/alertmanager.yml")
+    (group,) = json.loads((REPO / "examples/targets/ksm-rack-a.json").read_text())
+    labels = {
+        "alertname": alert,
+        "severity": rules.Config().severities[alert],
+        "job": "ksm",
+        "instance": group["targets"][0].rsplit(":", 1)[0],
+        **group["labels"],
+    }
+    routed = amtool(
+        "config",
+        "routes",
+        "test",
+        "--config.file=examples/alertmanager.yml",
+        *(f"{k}={v}" for k, v in labels.items()),
+    )
+    assert routed.split() == [receiver]
