@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The Grafana dashboard for ksm-exporter, from the configuration the alerts use
 (rules/generate_rules.py's Config): the thresholds it draws are the alerts' thresholds.
 mixin/generate.py writes it as grafana/ksm-exporter.json (or with an operator's

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Recording rules and alerts for ksm-exporter, from one configuration (`Config`).
 
 The dashboard generator (grafana/generate_dashboard.py) reads the same `Config`, so the
