@@ -835,6 +835,8 @@ def variable(
     }
     if multi:
         v["allValue"] = all_value
+        # All selected when the dashboard opens: fleet rows cover everything.
+        v["current"] = {"text": "All", "value": "$__all"}
     return v
 
 

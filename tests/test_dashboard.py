@@ -89,6 +89,7 @@ def test_variables_job_cluster_and_one_node() -> None:
     assert variables["datasource"]["type"] == "datasource"
     for name in ("job", "cell"):
         assert variables[name]["multi"] and variables[name]["includeAll"], name
+        assert variables[name]["current"] == {"text": "All", "value": "$__all"}, name
     assert variables["cell"]["allValue"] == ".*"  # nodes without a cell label too
     # Node rows show one node: no multi-select, no All.
     assert not variables["instance"]["multi"] and not variables["instance"]["includeAll"]
