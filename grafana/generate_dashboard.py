@@ -1,22 +1,19 @@
-#!/usr/bin/env python3
-"""Generates grafana/ksm-exporter.json, the Grafana dashboard for ksm-exporter.
+"""The Grafana dashboard for ksm-exporter, from the configuration the alerts use
+(rules/generate_rules.py's Config): the thresholds it draws are the alerts' thresholds.
+mixin/generate.py writes it as grafana/ksm-exporter.json (or with an operator's
+configuration, see its --help).
 
-    python3 grafana/generate_dashboard.py -o grafana/ksm-exporter.json
-
-The committed JSON is this script's output (tests/test_dashboard.py keeps them in sync).
-Node rows follow the selected instances; fleet rows cover every instance of the selected
-jobs. The dashboard reads the data source from its `datasource` variable, so it imports
-through Grafana's import dialog without any data source UID.
-
-Stdlib only, like rules/generate_rules.py whose recording rules and thresholds it shows.
+Variables: data source, job, cluster (Config.cluster_label, `cell` by default) and one
+instance. Fleet rows aggregate every node of the selected jobs and clusters; node rows
+show the selected node. Stdlib only.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +22,16 @@ from generate_rules import (
     FLAPPING_RECORD,
     PRESSURE_RECORD,
     SAVED_RECORD,
-    Params,
+    Config,
+    ksmd_cores,
+    selector,
     stopped_under_pressure,
 )
 
 DASHBOARD_FILE = Path(__file__).parent / "ksm-exporter.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-RULES = Params()
-
-NODE = 'job=~"$job", instance=~"$instance"'
-FLEET = 'job=~"$job"'
+# Grafana's import dialog asks for this input and sets the datasource variable to it.
+DS_INPUT = "DS_PROMETHEUS"
 
 Panel = dict[str, Any]
 
@@ -46,7 +43,10 @@ PAGES = "count:pages"
 PAGES_PER_S = "count:pages/s"
 SECONDS = "s"
 PERCENT = "percentunit"
-PER_MINUTE = "cpm"
+CORES = "suffix: cores"
+# Seconds per full scan averages over this much time: a full scan of a large node takes
+# hours, so the usual rate interval would show nothing.
+FULL_SCAN_WINDOW = "6h"
 
 RUNNING = 'state="running"'
 UNMERGING = 'state="unmerging"'
@@ -56,12 +56,27 @@ EDGE = "max by (job, instance, state)"
 PER_VM = "max by (job, instance, vm, pid)"
 
 
-def node(metric: str, extra: str = "") -> str:
-    return f"{metric}{{{NODE}{', ' + extra if extra else ''}}}"
+@dataclass(frozen=True)
+class Scope:
+    """The configuration and the matchers of every query: the configured selector, the
+    job and cluster variables (fleet rows), and the instance variable (node rows)."""
 
+    c: Config
 
-def fleet(metric: str, extra: str = "") -> str:
-    return f"{metric}{{{FLEET}{', ' + extra if extra else ''}}}"
+    @property
+    def fleet_matchers(self) -> str:
+        cl = self.c.cluster_label
+        return f'job=~"$job", {cl}=~"${cl}"'
+
+    @property
+    def node_matchers(self) -> str:
+        return f'{self.fleet_matchers}, instance=~"$instance"'
+
+    def node(self, metric: str, extra: str = "") -> str:
+        return selector(metric, self.c.selector, self.node_matchers, extra)
+
+    def fleet(self, metric: str, extra: str = "") -> str:
+        return selector(metric, self.c.selector, self.fleet_matchers, extra)
 
 
 def target(expr: str, legend: str = "{{instance}}", *, instant: bool = False) -> dict[str, Any]:
@@ -71,7 +86,32 @@ def target(expr: str, legend: str = "{{instance}}", *, instant: bool = False) ->
     return t
 
 
-def _panel(kind: str, title: str, description: str, targets: list[dict[str, Any]]) -> Panel:
+# Colours. Grafana's default (green, red above 80) paints every byte count red, so every
+# panel says what is good and what is bad: savings are good news (green), a loss is red,
+# counts of nodes in trouble turn orange or red from 1, neutral figures take the palette.
+GOOD = "green"
+NEUTRAL = "blue"
+Steps = list[tuple[float | None, str]]
+PLAIN: Steps = [(None, NEUTRAL)]
+LOSS_RED: Steps = [(None, "red"), (0, GOOD)]
+
+
+def thresholds(steps: Steps) -> dict[str, Any]:
+    return {
+        "mode": "absolute",
+        "steps": [{"color": color, "value": value} for value, color in steps],
+    }
+
+
+def _panel(
+    kind: str,
+    title: str,
+    description: str,
+    targets: list[dict[str, Any]],
+    *,
+    steps: Steps = PLAIN,
+    color: dict[str, str] | None = None,
+) -> Panel:
     for ref, t in zip("ABCDEFGH", targets):
         t["refId"] = ref
     return {
@@ -80,9 +120,22 @@ def _panel(kind: str, title: str, description: str, targets: list[dict[str, Any]
         "description": description,
         "datasource": DATASOURCE,
         "targets": targets,
-        "fieldConfig": {"defaults": {}, "overrides": []},
+        "fieldConfig": {
+            "defaults": {
+                "color": color or {"mode": "palette-classic"},
+                "thresholds": thresholds(steps),
+            },
+            "overrides": [],
+        },
         "options": {},
     }
+
+
+def fixed(colour: str) -> dict[str, str]:
+    return {"mode": "fixed", "fixedColor": colour}
+
+
+BY_STEPS = {"mode": "thresholds"}
 
 
 def timeseries(
@@ -93,18 +146,23 @@ def timeseries(
     *,
     width: int = 8,
     threshold: float | None = None,
+    above_is_bad: bool = True,
+    color: dict[str, str] | None = None,
 ) -> Panel:
-    p = _panel("timeseries", title, description, targets)
+    """`threshold` draws the value at which the matching alert fires as a red line,
+    the bad side shaded (above it, or below it when `above_is_bad` is false)."""
+    if threshold is None:
+        steps = PLAIN
+    elif above_is_bad:
+        steps = [(None, "transparent"), (threshold, "red")]
+    else:
+        steps = [(None, "red"), (threshold, "transparent")]
+    p = _panel("timeseries", title, description, targets, steps=steps, color=color)
     defaults = p["fieldConfig"]["defaults"]
     defaults["unit"] = unit
     defaults["custom"] = {"fillOpacity": 10, "showPoints": "never"}
     if threshold is not None:
-        # Drawn as a red line: the value at which the matching alert fires.
-        defaults["thresholds"] = {
-            "mode": "absolute",
-            "steps": [{"color": "green", "value": None}, {"color": "red", "value": threshold}],
-        }
-        defaults["custom"]["thresholdsStyle"] = {"mode": "line"}
+        defaults["custom"]["thresholdsStyle"] = {"mode": "line+area"}
     p["options"] = {
         "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
         "tooltip": {"mode": "multi", "sort": "desc"},
@@ -122,11 +180,10 @@ def state_timeline(
     width: int = 24,
     height: int = 6,
 ) -> Panel:
-    p = _panel("state-timeline", title, description, targets)
-    p["fieldConfig"]["defaults"] = {
-        "unit": "none",
-        "color": {"mode": "thresholds"},
-        "mappings": [
+    p = _panel("state-timeline", title, description, targets, color=BY_STEPS)
+    p["fieldConfig"]["defaults"].update(
+        unit="none",
+        mappings=[
             {
                 "type": "value",
                 "options": {
@@ -135,17 +192,32 @@ def state_timeline(
                 },
             }
         ],
-    }
+    )
     p["options"] = {"showValue": "auto", "mergeValues": True, "rowHeight": 0.8}
     p["gridPos"] = {"w": width, "h": height}
     return p
 
 
-def stat(title: str, description: str, expr: str, unit: str, *, width: int = 6) -> Panel:
-    p = _panel("stat", title, description, [target(expr, "")])
+def stat(
+    title: str,
+    description: str,
+    expr: str,
+    unit: str,
+    *,
+    steps: Steps = PLAIN,
+    color: dict[str, str] | None = None,
+    width: int = 4,
+) -> Panel:
+    """A fleet figure; coloured by `steps` unless a fixed `color` is given."""
+    p = _panel("stat", title, description, [target(expr, "")], steps=steps, color=color or BY_STEPS)
     p["fieldConfig"]["defaults"]["unit"] = unit
-    p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"]}, "graphMode": "area"}
-    p["gridPos"] = {"w": width, "h": 6}
+    p["options"] = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "graphMode": "area",
+        "colorMode": "value",
+        "textMode": "value",
+    }
+    p["gridPos"] = {"w": width, "h": 5}
     return p
 
 
@@ -158,10 +230,12 @@ def table(
     *,
     width: int = 12,
     sort_by: str | None = None,
+    links: list[dict[str, Any]] | None = None,
 ) -> Panel:
     """An instant-query table; `columns` renames each query's value column and gives it a
-    unit. Grafana names that column `Value`, or `Value #A`... once several are merged."""
-    p = _panel("table", title, description, targets)
+    unit. Grafana names that column `Value`, or `Value #A`... once several are merged.
+    `links` go on the instance column."""
+    p = _panel("table", title, description, targets, color=fixed("text"))
     p["fieldConfig"]["defaults"]["unit"] = unit
     p["fieldConfig"]["overrides"] = [
         {
@@ -176,14 +250,22 @@ def table(
         }
         for ref, (name, col_unit) in columns.items()
     ]
-    # One row per series: join the instant queries on their labels (the queries drop the
-    # metric name, which would keep them apart), drop the time column.
+    if links:
+        p["fieldConfig"]["overrides"].append(
+            {
+                "matcher": {"id": "byName", "options": "instance"},
+                "properties": [{"id": "links", "value": links}],
+            }
+        )
+    # One row per series: join the instant queries on their labels, drop the time and
+    # metric name columns.
     p["transformations"] = [
         {"id": "merge", "options": {}},
-        {"id": "organize", "options": {"excludeByName": {"Time": True}}},
+        {"id": "organize", "options": {"excludeByName": {"Time": True, "__name__": True}}},
     ]
+    p["options"] = {"showHeader": True}
     if sort_by is not None:
-        p["options"] = {"sortBy": [{"displayName": sort_by, "desc": True}]}
+        p["options"]["sortBy"] = [{"displayName": sort_by, "desc": True}]
     p["gridPos"] = {"w": width, "h": 8}
     return p
 
@@ -195,28 +277,39 @@ def row(title: str) -> Panel:
 ON = {0: ("no", "text"), 1: ("yes", "green")}
 
 
-def node_rows() -> Iterator[Panel]:
+def node_rows(s: Scope) -> Iterator[Panel]:
     yield row("Node: savings ($instance)")
     yield timeseries(
         "KSM saved",
         "pages_sharing * page size: memory KSM saves now.",
-        [target(node("ksm_saved_bytes"))],
+        [target(s.node("ksm_saved_bytes"))],
         BYTES,
+        color=fixed(GOOD),
+    )
+    yield timeseries(
+        "Savings share of RAM",
+        "Memory KSM saves as a share of MemTotal.",
+        [target(f"{s.node('ksm_saved_bytes')} / {s.node('ksm_memory_total_bytes')}")],
+        PERCENT,
+        color=fixed(GOOD),
     )
     yield timeseries(
         "Sharing ratio",
         "pages_sharing / pages_shared: how many more sites share each shared page. "
         "Higher is better.",
-        [target(node("ksm_sharing_ratio"))],
+        [target(s.node("ksm_sharing_ratio"))],
         TIMES,
     )
     yield timeseries(
         "General profit",
-        "Saved memory minus the memory of KSM's rmap_items (kernel 6.4+). Below zero KSM "
-        "costs more than it saves (alert KsmNegativeGeneralProfit).",
-        [target(node("ksm_general_profit_bytes"))],
+        "Saved memory minus the memory of KSM's rmap_items (kernel 6.4+). Below zero "
+        "(red) KSM costs more than it saves; KsmNegativeGeneralProfit fires once settled "
+        f"KSM loses more than {s.c.negative_profit_memory_ratio:.2%} of the node's memory "
+        f"for {s.c.negative_profit_for}.",
+        [target(s.node("ksm_general_profit_bytes"))],
         BYTES,
         threshold=0,
+        above_is_bad=False,
     )
     yield timeseries(
         "Pages",
@@ -224,33 +317,37 @@ def node_rows() -> Iterator[Panel]:
         "unshared: unique pages checked again and again; volatile: changing too fast to "
         "merge.",
         [
-            target(node(f"ksm_pages_{kind}"), f"{{{{instance}}}} {kind}")
+            target(s.node(f"ksm_pages_{kind}"), f"{{{{instance}}}} {kind}")
             for kind in ("shared", "sharing", "unshared", "volatile")
         ],
         PAGES,
-        width=16,
+        width=8,
     )
     yield timeseries(
         "Unshared per sharing page",
         "pages_unshared / pages_sharing. The kernel reads a high ratio as wasted effort; "
-        f"the red line is the KsmWastingEffort threshold ({RULES.wasting_ratio:g}).",
-        [target(f"{node('ksm_pages_unshared')} / {node('ksm_pages_sharing')}")],
+        f"the red line is the KsmWastingEffort threshold ({s.c.wasting_ratio:g}), which "
+        "fires on settled KSM whose unique pages exceed "
+        f"{s.c.wasting_min_memory_ratio:.0%} of the node's memory.",
+        [target(f"{s.node('ksm_pages_unshared')} / {s.node('ksm_pages_sharing')}")],
         TIMES,
-        threshold=RULES.wasting_ratio,
+        threshold=s.c.wasting_ratio,
     )
 
     yield row("Node: scanning ($instance)")
     yield timeseries(
-        "Full-scan rate",
-        "Full scans of all mergeable memory completed per minute.",
-        [target(f"rate({node('ksm_full_scans_total')}[$__rate_interval]) * 60")],
-        PER_MINUTE,
+        "Seconds per full scan",
+        "How long ksmd takes to scan all mergeable memory once, averaged over the last "
+        f"{FULL_SCAN_WINDOW} (on a large node a full scan takes hours). Empty while no "
+        "full scan completed in that time.",
+        [target(f"1 / (rate({s.node('ksm_full_scans_total')}[{FULL_SCAN_WINDOW}]) > 0)")],
+        SECONDS,
     )
     yield timeseries(
         "Pages scanned and skipped",
         "ksmd's scanning speed; skipped pages come from smart_scan (kernel 6.7+).",
         [
-            target(f"rate({node(f'ksm_pages_{kind}_total')}[$__rate_interval])", label)
+            target(f"rate({s.node(f'ksm_pages_{kind}_total')}[$__rate_interval])", label)
             for kind, label in (
                 ("scanned", "{{instance}} scanned"),
                 ("skipped", "{{instance}} skipped"),
@@ -261,7 +358,7 @@ def node_rows() -> Iterator[Panel]:
     yield timeseries(
         "Sleep between batches",
         "sleep_millisecs: how long ksmd sleeps after each batch of pages_to_scan pages.",
-        [target(node("ksm_sleep_seconds"))],
+        [target(s.node("ksm_sleep_seconds"))],
         SECONDS,
         width=4,
     )
@@ -269,7 +366,7 @@ def node_rows() -> Iterator[Panel]:
         "Pages per batch",
         "pages_to_scan: pages ksmd scans before it sleeps (set by ksmtuned or the "
         "scan-time advisor).",
-        [target(node("ksm_pages_to_scan"))],
+        [target(s.node("ksm_pages_to_scan"))],
         PAGES,
         width=4,
     )
@@ -278,11 +375,12 @@ def node_rows() -> Iterator[Panel]:
     yield state_timeline(
         "Run state",
         "KSM's run file: stopped (0), running (1), unmerging (2). The dashboard "
-        "annotations mark each change.",
+        "annotations mark each change, coloured by its cause: ksmtuned (blue), another "
+        "controller or a person (red), unknown (purple), not reported (orange).",
         [
             target(
-                f"max by (job, instance) ({node('ksm_run_state', RUNNING)})"
-                f" + 2 * max by (job, instance) ({node('ksm_run_state', UNMERGING)})"
+                f"max by (job, instance) ({s.node('ksm_run_state', RUNNING)})"
+                f" + 2 * max by (job, instance) ({s.node('ksm_run_state', UNMERGING)})"
             )
         ],
         {0: ("stopped", "red"), 1: ("running", "green"), 2: ("unmerging", "orange")},
@@ -290,23 +388,26 @@ def node_rows() -> Iterator[Panel]:
         height=8,
     )
     yield timeseries(
-        f"Run-state changes in {RULES.flapping_window}",
+        f"Run-state changes in {s.c.flapping_window}",
         f"From the {FLAPPING_RECORD} recording rule. KsmFlapping fires above "
-        f"{RULES.flapping_threshold} (red line).",
-        [target(node(FLAPPING_RECORD))],
+        f"{s.c.flapping_threshold} (red line).",
+        [target(s.node(FLAPPING_RECORD))],
         "short",
-        threshold=RULES.flapping_threshold + 1,
+        threshold=s.c.flapping_threshold + 1,
     )
     yield table(
         "Memory at the latest edges",
-        "Memory when KSM last went into each state, as the seed's ksmtuned log printed "
-        "it: used (MemTotal - MemFree), free (MemFree), available (MemAvailable).",
+        "Memory when KSM last went into each state, in the terms of the KSM test report's "
+        "ksmtuned log: used (MemTotal - MemFree), free (MemFree), available "
+        "(MemAvailable).",
         [
-            target(f"{EDGE} ({node(f'ksm_last_transition_memory_{kind}_bytes')})", instant=True)
+            target(f"{EDGE} ({s.node(f'ksm_last_transition_memory_{kind}_bytes')})", instant=True)
             for kind in ("used", "free", "available")
         ]
         + [
-            target(f"{EDGE} ({node('ksm_last_transition_timestamp_seconds')}) * 1000", instant=True)
+            target(
+                f"{EDGE} ({s.node('ksm_last_transition_timestamp_seconds')}) * 1000", instant=True
+            )
         ],
         BYTES,
         {
@@ -321,20 +422,21 @@ def node_rows() -> Iterator[Panel]:
         "Available memory",
         "MemAvailable / MemTotal now (MemFree before kernel 3.14), from the "
         f"{PRESSURE_RECORD} recording rule. KsmStoppedUnderMemoryPressure fires when KSM "
-        f"is not running while this is below {RULES.pressure_available_ratio:.0%} (red "
-        f"line) for {RULES.pressure_for}.",
-        [target(node(PRESSURE_RECORD))],
+        f"is not running while this is below {s.c.pressure_available_ratio:.0%} (red "
+        f"line) for {s.c.pressure_for}.",
+        [target(s.node(PRESSURE_RECORD))],
         PERCENT,
-        threshold=RULES.pressure_available_ratio,
+        threshold=s.c.pressure_available_ratio,
+        above_is_bad=False,
     )
 
 
-def per_vm_rows() -> Iterator[Panel]:
+def per_vm_rows(s: Scope) -> Iterator[Panel]:
     yield row("Per VM ($instance)")
     vm = "{{instance}} {{vm}}"
     saved = (
-        f"{node('ksm_process_merging_pages')}"
-        f" * on (job, instance) group_left {node('ksm_page_size_bytes')}"
+        f"{s.node('ksm_process_merging_pages')}"
+        f" * on (job, instance) group_left {s.node('ksm_page_size_bytes')}"
     )
     yield timeseries(
         "Saved per VM (top 10)",
@@ -343,7 +445,7 @@ def per_vm_rows() -> Iterator[Panel]:
         "merged page counts for every VM that maps it, the KSM page itself included, so "
         "the VMs of a node add up to (pages_shared + pages_sharing) * page size, one page "
         "per KSM page more than KSM saved.",
-        [target(f"topk(10, {saved})", vm)],
+        [target(f"topk by (job, instance) (10, {saved})", vm)],
         BYTES,
         width=6,
     )
@@ -351,18 +453,19 @@ def per_vm_rows() -> Iterator[Panel]:
         "KSM profit per VM (lowest 10)",
         "Saved bytes less the memory of the VM's rmap_items (kernel 6.4+), lowest first. "
         "Below zero (red line) KSM costs the VM more memory than it saves; "
-        f"KsmVmNegativeProfit fires below -{RULES.vm_negative_profit_bytes / 2**20:g} MiB "
-        f"held for {RULES.vm_negative_profit_for}.",
-        [target(f"bottomk(10, {node('ksm_process_profit_bytes')})", vm)],
+        f"KsmVmNegativeProfit fires below -{s.c.vm_negative_profit_bytes / 2**20:g} MiB "
+        f"held for {s.c.vm_negative_profit_for}.",
+        [target(f"bottomk by (job, instance) (10, {s.node('ksm_process_profit_bytes')})", vm)],
         BYTES,
         threshold=0,
+        above_is_bad=False,
         width=6,
     )
     yield timeseries(
         "KSM metadata per VM (top 10)",
         "rmap_items: KSM keeps one (64 bytes on 64-bit kernels) for each scanned page of "
         "the VM (kernel 6.1+), merged or not: the cost side of the profit.",
-        [target(f"topk(10, {node('ksm_process_rmap_items')})", vm)],
+        [target(f"topk by (job, instance) (10, {s.node('ksm_process_rmap_items')})", vm)],
         "short",
         width=6,
     )
@@ -373,10 +476,10 @@ def per_vm_rows() -> Iterator[Panel]:
         "root or CAP_DAC_READ_SEARCH); vanished: processes that exited while read, "
         "normal when VMs stop.",
         [
-            target(node("ksm_process_series_dropped"), "{{instance}} left out"),
+            target(s.node("ksm_process_series_dropped"), "{{instance}} left out"),
             target(
                 "sum by (job, instance, reason) "
-                f"(increase({node('ksm_process_read_errors_total')}[$__rate_interval]))",
+                f"(increase({s.node('ksm_process_read_errors_total')}[$__rate_interval]))",
                 "{{instance}} {{reason}}",
             ),
         ],
@@ -395,11 +498,11 @@ def per_vm_rows() -> Iterator[Panel]:
             target(f"{PER_VM} ({expr})", instant=True)
             for expr in (
                 saved,
-                node("ksm_process_profit_bytes"),
-                node("ksm_process_rmap_items"),
-                node("ksm_process_zero_pages"),
-                node("ksm_process_mergeable"),
-                node("ksm_process_merge_any"),
+                s.node("ksm_process_profit_bytes"),
+                s.node("ksm_process_rmap_items"),
+                s.node("ksm_process_zero_pages"),
+                s.node("ksm_process_mergeable"),
+                s.node("ksm_process_merge_any"),
             )
         ],
         "short",
@@ -417,11 +520,13 @@ def per_vm_rows() -> Iterator[Panel]:
     yield row("Cost ($instance)")
     yield timeseries(
         "ksmd CPU",
-        "CPU time of the ksmd kernel thread per second: the share of one CPU it uses "
-        "(100 % is one CPU busy). pages_to_scan and sleep_millisecs set it (ksmtuned, or "
-        "the scan-time advisor within advisor_max_cpu).",
-        [target(f"rate({node('ksm_ksmd_cpu_seconds_total')}[$__rate_interval])")],
-        PERCENT,
+        "CPU time of the ksmd kernel thread per second, in cores (1 is one CPU busy). "
+        "pages_to_scan and sleep_millisecs set it (ksmtuned, or the scan-time advisor "
+        f"within advisor_max_cpu). KsmdCpuOverBudget fires above {s.c.ksmd_cpu_budget_cores:g} "
+        f"cores (red line) over {s.c.ksmd_cpu_window}, held for {s.c.ksmd_cpu_for}.",
+        [target(ksmd_cores(s.c, "$__rate_interval", s.node_matchers))],
+        CORES,
+        threshold=s.c.ksmd_cpu_budget_cores,
     )
     yield timeseries(
         "Copy-on-write breaks and swap-in copies",
@@ -429,9 +534,9 @@ def per_vm_rows() -> Iterator[Panel]:
         "kernel 5.19+); swap-in: merged pages copied when swapped in (ksm_swpin_copy). A "
         "high copy-on-write rate means KSM merges pages that the guests then write.",
         [
-            target(f"rate({node('ksm_cow_breaks_total')}[$__rate_interval])", "{{instance}} cow"),
+            target(f"rate({s.node('ksm_cow_breaks_total')}[$__rate_interval])", "{{instance}} cow"),
             target(
-                f"rate({node('ksm_swapin_copies_total')}[$__rate_interval])",
+                f"rate({s.node('ksm_swapin_copies_total')}[$__rate_interval])",
                 "{{instance}} swap-in",
             ),
         ],
@@ -443,7 +548,7 @@ def per_vm_rows() -> Iterator[Panel]:
         "moved by less than 1 % over the last --settle.full-scans full scans). Kept after "
         "KSM stops, until the next start; absent until KSM has settled after a start the "
         "exporter saw.",
-        [target(node("ksm_settle_duration_seconds"))],
+        [target(s.node("ksm_settle_duration_seconds"))],
         SECONDS,
     )
     yield state_timeline(
@@ -453,8 +558,8 @@ def per_vm_rows() -> Iterator[Panel]:
         "started and it merges again); not running: KSM stopped or unmerging.",
         [
             target(
-                f"max by (job, instance) ({node('ksm_settled')})"
-                f" + 2 * max by (job, instance) ({node('ksm_run_state', NOT_RUNNING)})"
+                f"max by (job, instance) ({s.node('ksm_settled')})"
+                f" + 2 * max by (job, instance) ({s.node('ksm_run_state', NOT_RUNNING)})"
             )
         ],
         {0: ("settling", "orange"), 1: ("settled", "green"), 2: ("not running", "text")},
@@ -466,12 +571,15 @@ def per_vm_rows() -> Iterator[Panel]:
         "ksmtuned's rule, each KSM_MONITOR_INTERVAL (60 s): stop KSM when free "
         "(MemFree + Buffers + Cached) is above the threshold (KSM_THRES_COEF % of "
         "MemTotal) and committed + threshold is below MemTotal (next panel); else start "
-        "it. Free memory going back and forth across the threshold is the seed's "
-        "flapping: merging frees memory, free rises above the threshold, ksmtuned stops "
-        "KSM; the guests dirty pages, free falls, ksmtuned starts it again.",
+        "it. MemFree alone is drawn too. Free memory going back and forth across the "
+        "threshold is the flapping of the KSM test report's ksmtuned log: merging frees "
+        "memory, free rises above the threshold, ksmtuned stops KSM; the guests dirty "
+        "pages, free falls, ksmtuned starts it again. The annotations mark each edge, "
+        "coloured by cause (ksmtuned blue, another controller red, unknown purple).",
         [
-            target(node(f"ksmtuned_{kind}_bytes"), f"{{{{instance}}}} {kind}")
-            for kind in ("free", "threshold")
+            target(s.node("ksmtuned_free_bytes"), "{{instance}} ksmtuned free"),
+            target(s.node("ksmtuned_threshold_bytes"), "{{instance}} ksmtuned threshold"),
+            target(s.node("ksm_memory_free_bytes"), "{{instance}} MemFree"),
         ],
         BYTES,
         width=12,
@@ -483,10 +591,10 @@ def per_vm_rows() -> Iterator[Panel]:
         "whatever free memory says.",
         [
             target(
-                f"{node('ksmtuned_committed_bytes')} + {node('ksmtuned_threshold_bytes')}",
+                f"{s.node('ksmtuned_committed_bytes')} + {s.node('ksmtuned_threshold_bytes')}",
                 "{{instance}} committed + threshold",
             ),
-            target(node("ksm_memory_total_bytes"), "{{instance}} MemTotal"),
+            target(s.node("ksm_memory_total_bytes"), "{{instance}} MemTotal"),
         ],
         BYTES,
         width=12,
@@ -499,45 +607,66 @@ def per_vm_rows() -> Iterator[Panel]:
         "up to KSM_MONITOR_INTERVAL after a crossing; for longer, ksmtuned is not "
         "running or something else writes run.",
         [
-            target(node("ksmtuned_would_run"), "{{instance}} would run"),
-            target(node("ksm_run_state", RUNNING), "{{instance}} KSM running"),
-            target(node("ksmtuned_running"), "{{instance}} ksmtuned alive"),
+            target(s.node("ksmtuned_would_run"), "{{instance}} would run"),
+            target(s.node("ksm_run_state", RUNNING), "{{instance}} KSM running"),
+            target(s.node("ksmtuned_running"), "{{instance}} ksmtuned alive"),
         ],
         ON,
         height=8,
     )
 
 
-def fleet_rows() -> Iterator[Panel]:
-    yield row("Fleet ($job)")
+def fleet_rows(s: Scope) -> Iterator[Panel]:
+    cl = s.c.cluster_label
+    yield row(f"Fleet ($job, ${cl})")
     yield stat(
         "Saved across the fleet",
-        "Memory KSM saves on all nodes of the selected jobs.",
-        f"sum({fleet('ksm_saved_bytes')})",
+        "Memory KSM saves on all nodes of the selected jobs and clusters.",
+        f"sum({s.fleet('ksm_saved_bytes')})",
         BYTES,
+        color=fixed(GOOD),
+    )
+    yield stat(
+        "Fleet savings share of RAM",
+        "Memory KSM saves over the MemTotal of the same nodes.",
+        f"sum({s.fleet('ksm_saved_bytes')}) / sum({s.fleet('ksm_memory_total_bytes')})",
+        PERCENT,
+        color=fixed(GOOD),
     )
     yield stat(
         "Nodes running KSM",
         "Nodes whose KSM run state is running.",
-        f"sum({fleet('ksm_run_state', RUNNING)})",
+        f"sum({s.fleet('ksm_run_state', RUNNING)})",
         "short",
+        color=fixed(NEUTRAL),
     )
     yield stat(
         "Nodes without KSM sysfs",
-        "Exporters that cannot read /sys/kernel/mm/ksm (alert KsmSysfsMissing).",
-        f"count({fleet('ksm_up')} == 0) or vector(0)",
+        "Exporters that cannot read /sys/kernel/mm/ksm (KsmSysfsMissing, information: a "
+        "kernel without KSM).",
+        f"count({s.fleet('ksm_up')} == 0) or vector(0)",
         "short",
+        steps=[(None, GOOD), (1, NEUTRAL)],
     )
     yield stat(
         "Fleet general profit",
-        "Sum of general_profit over the nodes that report it (kernel 6.4+).",
-        f"sum({fleet('ksm_general_profit_bytes')})",
+        "Sum of general_profit over the nodes that report it (kernel 6.4+): red when KSM "
+        "costs the fleet more memory than it saves.",
+        f"sum({s.fleet('ksm_general_profit_bytes')})",
         BYTES,
+        steps=LOSS_RED,
+    )
+    yield stat(
+        "ksmd CPU, all nodes",
+        "CPU used by ksmd on all selected nodes, in cores.",
+        f"sum({ksmd_cores(s.c, '$__rate_interval', s.fleet_matchers)})",
+        CORES,
+        color=fixed(NEUTRAL),
     )
     yield timeseries(
-        "Saved by job",
-        f"From the {SAVED_RECORD} recording rule.",
-        [target(fleet(SAVED_RECORD), "{{job}}")],
+        "Saved by cluster",
+        f"Memory KSM saves per job and {cl}, from the {SAVED_RECORD} recording rule.",
+        [target(s.fleet(SAVED_RECORD), f"{{{{job}}}} {{{{{cl}}}}}")],
         BYTES,
         width=12,
     )
@@ -545,45 +674,130 @@ def fleet_rows() -> Iterator[Panel]:
         "bargauge",
         "Top nodes by saved memory",
         "The ten nodes where KSM saves the most now.",
-        [target(f"topk(10, {fleet('ksm_saved_bytes')})", "{{instance}}", instant=True)],
+        [target(f"topk(10, {s.fleet('ksm_saved_bytes')})", "{{instance}}", instant=True)],
+        color=fixed(GOOD),
     )
     bars["targets"][0]["format"] = "time_series"
     bars["fieldConfig"]["defaults"]["unit"] = BYTES
     bars["options"] = {
         "orientation": "horizontal",
         "displayMode": "gradient",
-        "reduceOptions": {"calcs": ["lastNotNull"]},
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
     }
     bars["gridPos"] = {"w": 12, "h": 8}
     yield bars
+    per_node = "max by (job, instance)"
+    yield table(
+        "Nodes",
+        "One row per node: saved memory, its share of the node's RAM, general profit, "
+        f"run-state changes in {s.c.flapping_window} and whether KSM runs. Click a node "
+        "to open its node view.",
+        [
+            target(f"{per_node} ({expr})", instant=True)
+            for expr in (
+                s.fleet("ksm_saved_bytes"),
+                f"{s.fleet('ksm_saved_bytes')} / {s.fleet('ksm_memory_total_bytes')}",
+                s.fleet("ksm_general_profit_bytes"),
+                s.fleet(FLAPPING_RECORD),
+                s.fleet("ksm_run_state", RUNNING),
+            )
+        ],
+        "short",
+        {
+            "A": ("Saved", BYTES),
+            "B": ("Share of RAM", PERCENT),
+            "C": ("General profit", BYTES),
+            "D": (f"Changes in {s.c.flapping_window}", "short"),
+            "E": ("Running", "bool_yes_no"),
+        },
+        width=24,
+        sort_by="Saved",
+        links=[
+            {
+                "title": "Node view of ${__value.raw}",
+                "url": "/d/ksm-exporter/ksm?${__url_time_range}&${datasource:queryparam}"
+                "&var-instance=${__value.raw}",
+            }
+        ],
+    )
     yield table(
         "Nodes whose KSM flaps",
-        f"Run-state changes in the last {RULES.flapping_window} per node, most first "
-        f"({FLAPPING_RECORD}); KsmFlapping fires above {RULES.flapping_threshold}.",
-        [target(f"sort_desc({fleet(FLAPPING_RECORD)} > 0)", instant=True)],
+        f"Run-state changes in the last {s.c.flapping_window} per node, most first "
+        f"({FLAPPING_RECORD}); KsmFlapping fires above {s.c.flapping_threshold}.",
+        [target(f"sort_desc({s.fleet(FLAPPING_RECORD)} > 0)", instant=True)],
         "short",
-        {"A": (f"Changes in {RULES.flapping_window}", "short")},
-        sort_by=f"Changes in {RULES.flapping_window}",
+        {"A": (f"Changes in {s.c.flapping_window}", "short")},
+        sort_by=f"Changes in {s.c.flapping_window}",
+        width=8,
     )
     yield table(
         "Nodes where KSM is stopped under memory pressure",
         "KSM stopped or unmerging while less than "
-        f"{RULES.pressure_available_ratio:.0%} of memory is available now (MemAvailable, "
-        f"or MemFree before 3.14, over MemTotal; {PRESSURE_RECORD}): the expression of "
-        f"KsmStoppedUnderMemoryPressure, which fires after {RULES.pressure_for}.",
-        [target(stopped_under_pressure(RULES, FLEET), instant=True)],
+        f"{s.c.pressure_available_ratio:.0%} of memory is available now (MemAvailable, "
+        "or MemFree before 3.14, over MemTotal), on nodes where KSM is meant to run: the "
+        f"expression of KsmStoppedUnderMemoryPressure, which fires after {s.c.pressure_for}.",
+        [target(stopped_under_pressure(s.c, s.fleet_matchers), instant=True)],
         PERCENT,
         {"A": ("Available now", PERCENT)},
+        width=8,
     )
     yield table(
         "VMs where KSM costs more than it saves",
         "VMs whose KSM profit (saved bytes less the memory of their rmap_items, kernel "
         "6.4+) is negative now, lowest first. KsmVmNegativeProfit fires below "
-        f"-{RULES.vm_negative_profit_bytes / 2**20:g} MiB held for "
-        f"{RULES.vm_negative_profit_for}.",
-        [target(f"sort({fleet('ksm_process_profit_bytes')} < 0)", instant=True)],
+        f"-{s.c.vm_negative_profit_bytes / 2**20:g} MiB held for "
+        f"{s.c.vm_negative_profit_for}.",
+        [target(f"sort({s.fleet('ksm_process_profit_bytes')} < 0)", instant=True)],
         BYTES,
         {"A": ("Profit", BYTES)},
+        width=8,
+    )
+
+
+def health_rows(s: Scope) -> Iterator[Panel]:
+    cl = s.c.cluster_label
+    yield row(f"Exporter health ($job, ${cl})")
+    yield stat(
+        "Targets down",
+        "ksm-exporter targets Prometheus cannot scrape (KsmExporterDown).",
+        f"count({s.fleet('up')} == 0) or vector(0)",
+        "short",
+        steps=[(None, GOOD), (1, "red")],
+    )
+    yield stat(
+        "VMs left out",
+        "Per-VM series the exporters dropped beyond --collector.process.max, all nodes.",
+        f"sum({s.fleet('ksm_process_series_dropped')})",
+        "short",
+        steps=[(None, GOOD), (1, "orange")],
+    )
+    yield timeseries(
+        "Read errors",
+        "Files the exporters could not read or parse, per node and file: a broken file "
+        "is skipped and counted, its series absent.",
+        [
+            target(
+                "sum by (job, instance, file) "
+                f"(increase({s.fleet('ksm_exporter_read_errors_total')}[$__rate_interval]))",
+                "{{instance}} {{file}}",
+            )
+        ],
+        "short",
+    )
+    yield state_timeline(
+        "Collectors",
+        "Per collector, whether its last scrape succeeded on every selected node "
+        "(ksm_scrape_collector_success, lowest over the nodes): a failed collector's "
+        "series are absent, never 0.",
+        [
+            target(
+                f"min by (collector) ({s.fleet('ksm_scrape_collector_success')})",
+                "{{collector}}",
+            )
+        ],
+        {0: ("failed", "red"), 1: ("ok", "green")},
+        width=8,
+        height=8,
     )
 
 
@@ -604,33 +818,79 @@ def layout(panels: list[Panel]) -> list[Panel]:
     return panels
 
 
-def variable(name: str, label: str, query: str) -> dict[str, Any]:
-    return {
+def variable(
+    name: str, label: str, query: str, *, multi: bool = True, all_value: str = ".+"
+) -> dict[str, Any]:
+    v: dict[str, Any] = {
         "type": "query",
         "name": name,
         "label": label,
         "datasource": DATASOURCE,
         "query": query,
-        "definition": query,
         "refresh": 2,  # on time range change: nodes come and go
-        "multi": True,
-        "includeAll": True,
-        "allValue": ".+",
+        "multi": multi,
+        "includeAll": multi,
         "current": {},
         "sort": 1,
     }
+    if multi:
+        v["allValue"] = all_value
+        # All selected when the dashboard opens: fleet rows cover everything.
+        v["current"] = {"text": "All", "value": "$__all"}
+    return v
 
 
-def build_dashboard() -> dict[str, Any]:
+# The edges of the run state as annotations, one colour per cause (the `cause` label of
+# ksm_run_transitions_total); exporters without that label show as "not reported".
+CAUSES = (
+    ("ksmtuned", 'cause="ksmtuned"', "blue"),
+    ("another controller", 'cause="other"', "red"),
+    ("cause unknown", 'cause="unknown"', "purple"),
+    ("cause not reported", 'cause=""', "orange"),
+)
+
+
+def edge_annotations(s: Scope) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"KSM run-state changes: {name}",
+            "datasource": DATASOURCE,
+            "enable": True,
+            "iconColor": colour,
+            # A change shows for two one-minute steps, merged into one region.
+            "expr": f"increase({s.node('ksm_run_transitions_total', matcher)}[2m]) > 0",
+            "step": "1m",
+            "titleFormat": f"KSM {{{{state}}}} ({name})",
+            "textFormat": "{{instance}}",
+            "tagKeys": "instance,state,cause",
+        }
+        for name, matcher, colour in CAUSES
+    ]
+
+
+def build_dashboard(c: Config) -> dict[str, Any]:
+    s = Scope(c)
+    cl = c.cluster_label
+    sel = c.selector
     return {
+        "__inputs": [
+            {
+                "name": DS_INPUT,
+                "label": "Prometheus",
+                "description": "The Prometheus that scrapes ksm-exporter and has its rules.",
+                "type": "datasource",
+                "pluginId": "prometheus",
+                "pluginName": "Prometheus",
+            }
+        ],
         "__requires": [
             {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "9.0.0"},
             {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
         ],
         "uid": "ksm-exporter",
         "title": "KSM (Kernel Same-page Merging)",
-        "description": "ksm-exporter: KSM savings, cost and flapping per node and across the "
-        "fleet.",
+        "description": "ksm-exporter: KSM savings, cost and flapping across the fleet and "
+        "per node.",
         "tags": ["ksm", "kvm", "memory"],
         "editable": True,
         "schemaVersion": 36,
@@ -644,10 +904,24 @@ def build_dashboard() -> dict[str, Any]:
                     "name": "datasource",
                     "label": "Data source",
                     "query": "prometheus",
-                    "current": {},
+                    # The data source picked in the import dialog.
+                    "current": {"text": f"${{{DS_INPUT}}}", "value": f"${{{DS_INPUT}}}"},
                 },
-                variable("job", "Job", "label_values(ksm_up, job)"),
-                variable("instance", "Instance", 'label_values(ksm_up{job=~"$job"}, instance)'),
+                variable("job", "Job", f"label_values(ksm_up{{{sel}}}, job)"),
+                # Nodes without the label match too (".*" rather than ".+").
+                variable(
+                    cl,
+                    cl.capitalize(),
+                    f'label_values(ksm_up{{{sel}, job=~"$job"}}, {cl})',
+                    all_value=".*",
+                ),
+                # One node by default: node rows are for looking at a node.
+                variable(
+                    "instance",
+                    "Node",
+                    f'label_values(ksm_up{{{sel}, job=~"$job", {cl}=~"${cl}"}}, instance)',
+                    multi=False,
+                ),
             ]
         },
         "annotations": {
@@ -661,38 +935,12 @@ def build_dashboard() -> dict[str, Any]:
                     "name": "Annotations & Alerts",
                     "type": "dashboard",
                 },
-                {
-                    "name": "KSM run-state changes",
-                    "datasource": DATASOURCE,
-                    "enable": True,
-                    "iconColor": "orange",
-                    # A change shows for two one-minute steps, merged into one region.
-                    "expr": f"increase({node('ksm_run_transitions_total')}[2m]) > 0",
-                    "step": "1m",
-                    "titleFormat": "KSM {{state}}",
-                    "textFormat": "{{instance}}",
-                    "tagKeys": "instance,state",
-                },
+                *edge_annotations(s),
             ]
         },
-        "panels": layout([*fleet_rows(), *node_rows(), *per_vm_rows()]),
+        "panels": layout([*fleet_rows(s), *health_rows(s), *node_rows(s), *per_vm_rows(s)]),
     }
 
 
-def render() -> str:
-    return json.dumps(build_dashboard(), indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", help="write here instead of standard output")
-    args = parser.parse_args(argv)
-    if args.output:
-        Path(args.output).write_text(render())
-    else:
-        sys.stdout.write(render())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def render(c: Config) -> str:
+    return json.dumps(build_dashboard(c), indent=2, ensure_ascii=False) + "\n"

@@ -54,11 +54,21 @@ def regex_value(values: list[str]) -> str:
     return ("(" + escaped + ")").replace("\\", "\\\\")
 
 
-def fill(expr: str, jobs: list[str], instances: list[str], rate_interval: str = "1m") -> str:
+def fill(
+    expr: str,
+    jobs: list[str],
+    instances: list[str],
+    rate_interval: str = "1m",
+    cluster: tuple[str, str] = ("cell", ".*"),
+) -> str:
+    """Variables as Grafana fills them; the cluster variable (label, value) is All by
+    default, which matches nodes without the label too."""
+    label, value = cluster
     return (
         expr.replace("$__rate_interval", rate_interval)
         .replace("$job", regex_value(jobs))
         .replace("$instance", regex_value(instances))
+        .replace(f"${label}", value)
     )
 
 

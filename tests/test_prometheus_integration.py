@@ -4,7 +4,8 @@ and ksmtuned panels show what the trees hold, and the alerts fire for the right 
 
 The nodes: a flaps (four changes), then settles; b runs VMs (the procfs-vms process
 table, with a ksmd that burns CPU and guests that break merged pages while the test runs)
-and keeps KSM running; c stops KSM with 5 % of memory available. Every exporter reads
+and keeps KSM running; c stops KSM with 5 % of memory available and has one
+unparsable KSM file. Every exporter reads
 the stock ksmtuned.conf of the fixtures, so the machine's /etc/ksmtuned.conf never
 matters.
 
@@ -57,13 +58,17 @@ pytestmark = [
 ]
 
 rules = load_script("rules/generate_rules.py")
-RULES = rules.Params(
-    flapping_threshold=3,
-    flapping_window="1m",
-    flapping_for="2s",
-    pressure_for="2s",
-    vm_negative_profit_bytes=0,  # db,primary's 640 bytes lost are enough here
-    vm_negative_profit_for="2s",
+# The committed dashboard's configuration with the windows, thresholds and `for` turned
+# down, through the same configuration mechanism an operator uses.
+RULES = rules.Config.from_json(
+    {
+        "flapping_threshold": 3,
+        "flapping_window": "1m",
+        "flapping_for": "2s",
+        "pressure_for": "2s",
+        "vm_negative_profit_bytes": 0,  # db,primary's 640 bytes lost are enough here
+        "vm_negative_profit_for": "2s",
+    }
 )
 DASH = load_dashboard()
 RATE_INTERVAL = "10s"  # what Grafana's $__rate_interval gives for a 1s scrape interval
@@ -158,6 +163,9 @@ def node_tree(tmp: Path, name: str) -> Path:
         shutil.rmtree(root / "proc")
         shutil.copytree(FIXTURES / "procfs-vms/proc", root / "proc", symlinks=True)
     if name == "c":
+        # A file the kernel would never write: skipped and counted as a read error
+        # (the exporter health row shows it).
+        write_ksm(root, "stable_node_dups", "garbage")
         meminfo = root / "proc/meminfo"
         text = re.sub(r"MemFree:\s+\d+", f"MemFree: {LOW_FREE_KB}", meminfo.read_text())
         text = re.sub(r"MemAvailable:\s+\d+", f"MemAvailable: {LOW_AVAILABLE_KB}", text)
@@ -204,12 +212,49 @@ def busy_ksmd(proc: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def run_prometheus(tmp: Path, targets: list[str]) -> Iterator[str]:
+def run_server(name: str, args: list[str], tmp: Path, ready_url: str) -> Iterator[None]:
+    """Start a Prometheus-style server (its log in tmp/NAME.log) and wait until
+    ready_url answers 200; terminate it on exit."""
+    log_path = tmp / f"{name}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+    try:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited {proc.returncode}: {log_path.read_text()}")
+            try:
+                return http_get(ready_url, timeout=1)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(ready, timeout=20, what=f"{name} to be ready")
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def run_prometheus(
+    tmp: Path,
+    targets: list[str],
+    *,
+    config: Any = RULES,
+    labels: dict[str, str] | None = None,
+    alertmanager: str | None = None,
+) -> Iterator[str]:
+    """Prometheus scraping `targets` (job ksm, file_sd with `labels`) every second with
+    the rules generated from `config`, sending alerts to `alertmanager` (host:port)."""
     (tmp / "targets.json").write_text(
-        json.dumps([{"targets": targets, "labels": {"role": "compute"}}])
+        json.dumps([{"targets": targets, "labels": labels or {"role": "compute"}}])
     )
-    (tmp / "ksm.rules.yml").write_text(rules.render(RULES))
-    config = {
+    (tmp / "ksm.rules.yml").write_text(rules.render(config))
+    prometheus_config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": ["ksm.rules.yml"],
         "scrape_configs": [
@@ -219,42 +264,21 @@ def run_prometheus(tmp: Path, targets: list[str]) -> Iterator[str]:
             }
         ],
     }
-    (tmp / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-    port = free_port()
-    log_path = tmp / "prometheus.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"prometheus exited {proc.returncode}: {log_path.read_text()}")
-            try:
-                return http_get(url + "/-/ready", timeout=1)[0] == 200
-            except OSError:
-                return False
-
-        wait_until(ready, timeout=20, what="prometheus to be ready")
+    if alertmanager:
+        prometheus_config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]
+        }
+    (tmp / "prometheus.yml").write_text(json.dumps(prometheus_config))  # JSON is YAML
+    url = f"http://127.0.0.1:{free_port()}"
+    args = [
+        PROMETHEUS,
+        f"--config.file={tmp / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address={url.removeprefix('http://')}",
+        "--log.level=warn",
+    ]
+    with run_server("prometheus", args, tmp, url + "/-/ready"):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -318,16 +342,36 @@ def test_the_fleet_exposes_every_per_vm_family(fleet: Fleet) -> None:
     assert per_vm_families <= set(fleet.api("label/__name__/values"))
 
 
+def expected_empty(fleet: Fleet) -> set[str]:
+    """Queries that may return nothing on this fleet, each for a reason the fleet shows:
+    the collector success metric before the exporter has it, and the edge annotation of
+    each cause (`cause=""`: exporters that do not label causes) no edge of the fleet has."""
+    exposed = set(fleet.api("label/__name__/values"))
+    out = set()
+    if "ksm_scrape_collector_success" not in exposed:
+        out.add("Exporter health ($job, $cell) / Collectors / A")
+    causes = {
+        s["metric"].get("cause", "")
+        for s in fleet.query("count by (cause) (ksm_run_transitions_total > 0)")
+    }
+    for a in DASH["annotations"]["list"]:
+        if "expr" in a and re.search(r'cause="(\w*)"', a["expr"])[1] not in causes:  # type: ignore[index]
+            out.add(f"annotation / {a['name']}")
+    return out
+
+
 def test_every_dashboard_query_returns_data(fleet: Fleet) -> None:
     exposed = set(fleet.api("label/__name__/values"))  # recording rules' names included
-    empty = []
+    allowed_empty = expected_empty(fleet)
+    empty = set()
     for q in all_queries(DASH):
         used = families(q.expr)
         assert used, q.where
-        assert used <= exposed, (q.where, used - exposed)
+        if q.where not in allowed_empty:
+            assert used <= exposed, (q.where, used - exposed)
         if not fleet.query(fleet.filled(q.expr)):
-            empty.append(q.where)
-    assert not empty, f"no data for: {empty}"
+            empty.add(q.where)
+    assert empty == allowed_empty
 
 
 def test_variable_queries_list_the_job_and_instances(fleet: Fleet) -> None:
@@ -341,8 +385,10 @@ def test_fleet_totals(fleet: Fleet) -> None:
     saved = sum(SHARING.values()) * PAGE
     (total,) = fleet.panel_query("Saved across the fleet")
     assert float(total["value"][1]) == saved
-    by_job = fleet.panel_query("Saved by job")
-    assert [(s["metric"]["job"], float(s["value"][1])) for s in by_job] == [("ksm", saved)]
+    by_cluster = fleet.panel_query("Saved by cluster")
+    assert [(s["metric"]["job"], float(s["value"][1])) for s in by_cluster] == [("ksm", saved)]
+    (share,) = fleet.panel_query("Fleet savings share of RAM")
+    assert float(share["value"][1]) == pytest.approx(saved / (3 * MEM_TOTAL_KB * 1024))
     (running,) = fleet.panel_query("Nodes running KSM")
     assert float(running["value"][1]) == 2  # a ends running, c stopped
     (missing,) = fleet.panel_query("Nodes without KSM sysfs")
@@ -373,9 +419,14 @@ def test_flapping_alert_fires_for_the_flapping_node_only(fleet: Fleet) -> None:
     assert set(firing) == {"a"}
     alert = firing["a"]
     assert alert["labels"]["severity"] == "warning"
-    assert alert["annotations"]["summary"] == (
-        f"KSM on {fleet.instances['a']} changed state 4 times in 1m"
-    )
+    assert alert["labels"]["role"] == "compute"  # the target's own label
+    assert alert["annotations"]["summary"] == "KSM keeps starting and stopping."
+    assert re.fullmatch(
+        rf"KSM on {re.escape(fleet.instances['a'])} changed state 4 times in 1m \(alert "
+        r"above 3\)\. Cause of most changes: (ksmtuned|other|unknown|not reported by this "
+        r"exporter)\.",
+        alert["annotations"]["description"],
+    ), alert["annotations"]["description"]
     assert set(fleet.alerts("KsmStoppedUnderMemoryPressure")) == {"c"}
 
 
@@ -413,9 +464,21 @@ def test_per_vm_panels(fleet: Fleet) -> None:
     assert by_reason == zero
 
 
+def test_exporter_health_panels(fleet: Fleet) -> None:
+    (down,) = fleet.panel_query("Targets down")
+    assert float(down["value"][1]) == 0
+    (errors,) = fleet.panel_query("Read errors")
+    assert errors["metric"]["instance"] == fleet.instances["c"]
+    assert errors["metric"]["file"].endswith("stable_node_dups")
+    (left_out,) = fleet.panel_query("VMs left out")
+    assert float(left_out["value"][1]) == 0
+
+
 def test_cost_panels(fleet: Fleet) -> None:
     (cpu,) = fleet.panel_query("ksmd CPU")
     assert fleet.by_node([cpu]) == {"b": pytest.approx(KSMD_CPU, rel=0.25)}
+    (cores,) = fleet.panel_query("ksmd CPU, all nodes")
+    assert float(cores["value"][1]) == pytest.approx(KSMD_CPU, rel=0.25)
     cow, swapin = fleet.panel_queries("Copy-on-write breaks and swap-in copies")
     assert fleet.by_node(cow) == {"b": pytest.approx(COW_PER_SECOND, rel=0.25)}
     assert fleet.by_node(swapin) == {"b": 0}
@@ -438,8 +501,9 @@ def test_ksmtuned_panels(fleet: Fleet) -> None:
         "b": meminfo_kb(FIXTURES / "procfs-vms"),
         "c": {**meminfo_kb(FIXTURES / "linux-6.18"), "MemFree": LOW_FREE_KB},
     }
-    free, thres = fleet.panel_queries("ksmtuned: free memory and threshold")
+    free, thres, mem_free = fleet.panel_queries("ksmtuned: free memory and threshold")
     assert fleet.by_node(thres) == {name: threshold for name in SHARING}
+    assert fleet.by_node(mem_free) == {name: m["MemFree"] * 1024 for name, m in meminfo.items()}
     assert fleet.by_node(free) == {
         name: (m["MemFree"] + m["Buffers"] + m["Cached"]) * 1024 for name, m in meminfo.items()
     }
@@ -467,6 +531,4 @@ def test_vm_profit_alert_names_the_vm(fleet: Fleet) -> None:
         (fleet.instances["b"], "db,primary", "1003")
     ]
     assert firing[0]["labels"]["severity"] == "info"
-    assert firing[0]["annotations"]["summary"] == (
-        f"KSM costs more memory than it saves on VM db,primary of {fleet.instances['b']}"
-    )
+    assert firing[0]["annotations"]["summary"] == "KSM costs a VM more memory than it saves."
