@@ -1,4 +1,4 @@
-"""`ksm-exporter experiment`: the seed's KSM test flow as one command.
+"""`ksm-exporter experiment`: a manual KSM test flow as one command.
 
 Everything that can refuse (plot library, rights, memory, confirmation) refuses before
 anything on the node is touched; see docs/experiment.md.

@@ -1,4 +1,5 @@
-"""The seed's Test Flow, steps 1-8, run and printed in order.
+"""The manual KSM test flow, steps 1-8 (stop, unmerge, drop caches, measure, start,
+settle, load, measure), run and printed in order.
 
     0. (--workload) start the workload processes: the stand-in for the node's guests
     1. stop KSM (`service ksm stop`; ksmtuned too with --stop-ksmtuned)

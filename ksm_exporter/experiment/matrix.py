@@ -1,4 +1,4 @@
-"""The seed's two result matrices (KSM disabled, KSM enabled): table and JSON."""
+"""The two result matrices of a manual KSM test (KSM disabled, KSM enabled): table and JSON."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from ksm_exporter.commands.status import awk_number
 
 @dataclass(frozen=True)
 class Matrix:
-    """One column. MB are whole MiB (bytes // 1048576), as `free -m` and the seed print them;
-    used is MemTotal - MemFree, the seed's `free -m` used."""
+    """One column. MB are whole MiB (bytes // 1048576), as `free -m` prints them;
+    used is MemTotal - MemFree, procps 3.2's `free -m` used."""
 
     used_mb: int
     free_mb: int

@@ -9,7 +9,7 @@ of each identical page, so the memory it can save is the identical part of N-1 p
     expected saved = (N - 1) x identical pages per process x page size
 
 The children are `python -m ksm_exporter.experiment.workload`, driven by one line on
-stdin ("prng": overwrite the random part, like the seed's PRNG run in the guests), and
+stdin ("prng": overwrite the random part, like a PRNG memory test run in the guests), and
 they end when stdin closes, when the parent dies (PR_SET_PDEATHSIG), or when killed.
 """
 

@@ -1,4 +1,4 @@
-"""Values computed from one KSM reading, as the seed's checkKSM_pages_info.sh does."""
+"""Values computed from one KSM reading, as checkKSM_pages_info.sh does."""
 
 from __future__ import annotations
 
@@ -36,13 +36,13 @@ def page_size() -> int:
 
 
 def saved_bytes(pages_sharing: int, page_bytes: int) -> int:
-    """The seed's "KSM saved": pages_sharing x page size."""
+    """checkKSM_pages_info.sh's "KSM saved": pages_sharing x page size."""
     return pages_sharing * page_bytes
 
 
 def sharing_ratio(pages_sharing: int, pages_shared: int) -> float:
-    """The seed's "Sharing_Rate": pages_sharing / pages_shared; 0 (never NaN) when nothing
-    is shared."""
+    """checkKSM_pages_info.sh's "Sharing_Rate": pages_sharing / pages_shared; 0 (never
+    NaN) when nothing is shared."""
     if pages_shared <= 0:
         return 0.0
     return pages_sharing / pages_shared
@@ -53,5 +53,5 @@ MIB = 1024 * 1024
 
 
 def mebibytes(n: int) -> int:
-    """Bytes to whole MB the way `free -m` and the seed's shell arithmetic do."""
+    """Bytes to whole MB the way `free -m` and checkKSM_pages_info.sh's shell arithmetic do."""
     return n // MIB

@@ -2,7 +2,7 @@
 
 Parsed by hand rather than through psutil.virtual_memory(): psutil returns derived
 figures (its `cached` adds SReclaimable, its `used` subtracts buffers and cache), while
-the seed's log (procps 3.2 `free -m`: used = MemTotal - MemFree) and ksmtuned
+checkKSM_start_time.sh's log (procps 3.2 `free -m`: used = MemTotal - MemFree) and ksmtuned
 (MemFree + Buffers + Cached) are defined on the raw fields.
 """
 
@@ -34,7 +34,8 @@ class MemInfo:
 
     @property
     def used(self) -> int:
-        """What the seed's `free -m` prints as used: MemTotal - MemFree."""
+        """What procps 3.2's `free -m` (in checkKSM_start_time.sh) prints as used:
+        MemTotal - MemFree."""
         return self.total - self.free
 
 

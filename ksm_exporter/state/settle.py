@@ -1,6 +1,6 @@
 """Settle detection: has merging finished, i.e. has pages_sharing stopped moving?
 
-The seed's test flow waited "until pages_sharing is stable" by eye. Here KSM counts as
+A manual KSM test waits "until pages_sharing is stable" by eye. Here KSM counts as
 settled while it runs and pages_sharing, sampled when each full scan completes, moved by
 less than TOLERANCE over the last K completed full scans (--settle.full-scans): the
 highest and lowest of those samples differ by less than 1% of the highest (or not at all).
