@@ -68,7 +68,8 @@ def _fresh(root: Path) -> bool:
 
 def ensure_rootfs(log: Path | None = None) -> Path:
     """The cached rootfs, built first when missing or stale. One build at a time across
-    processes (a lock file); the new tree replaces the old one only once complete."""
+    processes, and none while a container runs on the old tree (booted() holds the lock
+    file shared); the new tree replaces the old one only once complete."""
     root = rootfs_path()
     if _fresh(root):
         return root
@@ -225,23 +226,16 @@ def booted(name: str, workdir: Path, packages: tuple[Path, ...] = ()) -> Iterato
     host writes and the container cannot change it."""
     lower = ensure_rootfs(workdir / "mmdebstrap.log")
     upper, work, root = (workdir / d for d in ("upper", "work", "root"))
-    for d in (upper, work, root):
-        d.mkdir()
-    subprocess.run(
-        [
-            "mount",
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            f"lowerdir={lower},upperdir={upper},workdir={work}",
-            str(root),
-        ],
-        check=True,
-    )
     console = workdir / "console.log"
-    nspawn: subprocess.Popen[bytes] | None = None
-    try:
+    with contextlib.ExitStack() as cleanup:  # undone in reverse: halt, unmount, unlock
+        # Shared while the overlay uses the tree: a rebuild (exclusive) waits for it.
+        in_use = cleanup.enter_context(open(CACHE / ".lock"))
+        fcntl.flock(in_use, fcntl.LOCK_SH)
+        for d in (upper, work, root):
+            d.mkdir()
+        overlay = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", overlay, str(root)], check=True)
+        cleanup.callback(_remove_overlay, root, upper, work)
         for deb in packages:
             shutil.copy(deb, root / "root" / deb.name)
         with open(console, "wb") as out:
@@ -251,6 +245,7 @@ def booted(name: str, workdir: Path, packages: tuple[Path, ...] = ()) -> Iterato
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        cleanup.callback(_halt, nspawn)
 
         def leader() -> int | None:
             if nspawn.poll() is not None:
@@ -280,17 +275,22 @@ def booted(name: str, workdir: Path, packages: tuple[Path, ...] = ()) -> Iterato
                 "apt-get", "install", "--yes", "--quiet", f"/root/{deb.name}", timeout=180
             )
         yield container
-    finally:
-        if nspawn is not None and nspawn.poll() is None:
-            nspawn.send_signal(signal.SIGTERM)  # nspawn asks the container's systemd to halt
-            try:
-                nspawn.wait(60)
-            except subprocess.TimeoutExpired:
-                nspawn.kill()
-                nspawn.wait()
-        subprocess.run(["umount", "--lazy", str(root)], check=False)
-        shutil.rmtree(upper, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def _halt(nspawn: subprocess.Popen[bytes]) -> None:
+    if nspawn.poll() is None:
+        nspawn.send_signal(signal.SIGTERM)  # nspawn asks the container's systemd to halt
+        try:
+            nspawn.wait(60)
+        except subprocess.TimeoutExpired:
+            nspawn.kill()
+            nspawn.wait()
+
+
+def _remove_overlay(root: Path, upper: Path, work: Path) -> None:
+    subprocess.run(["umount", "--lazy", str(root)], check=False)
+    shutil.rmtree(upper, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]

@@ -121,6 +121,12 @@ class Node:
         wait_until(lambda: self.listening(), timeout=30, what="the restarted exporter to serve")
         return self.main_pid()
 
+    def started(self) -> None:
+        """Start the unit if it is not running (each test can run alone) and wait until it
+        serves."""
+        self.c.run("systemctl", "start", UNIT, timeout=60)
+        wait_until(self.listening, timeout=30, what="the exporter to serve")
+
     def listening(self) -> bool:
         try:
             return self.get("/-/healthy")[0] == 200
@@ -182,6 +188,7 @@ def test_each_run_edge_is_one_journal_entry_with_memory(node: Node) -> None:
     def entries(to: str) -> list[dict[str, str]]:
         return node.journal(f"KSM_RUN_TO={to}")
 
+    node.started()
     try:
         with exclusive_ksm("/sys") as ksm:
             ksm.write("run", 0)
@@ -225,6 +232,7 @@ def watchdog_bound(node: Node) -> float:
 
 
 def test_frozen_exporter_is_killed_by_the_watchdog_and_keeps_its_history(node: Node) -> None:
+    node.started()
     before = node.transitions()
     assert before, "no transition recorded since start"
     pid = node.main_pid()
@@ -264,7 +272,7 @@ def thread_named(pid: int, name: str) -> int | None:
 
 
 def test_wedged_http_loop_stops_the_watchdog_and_systemd_restarts(node: Node) -> None:
-    wait_until(node.listening, timeout=30, what="the exporter to serve")
+    node.started()
     pid = node.main_pid()
     host_pid = node.c.host_pid(pid)
     tid = thread_named(host_pid, "ksm-http")
@@ -293,7 +301,7 @@ def test_wedged_http_loop_stops_the_watchdog_and_systemd_restarts(node: Node) ->
 
 
 def test_reload_applies_a_new_web_config_and_keeps_the_old_one_when_broken(node: Node) -> None:
-    wait_until(node.listening, timeout=30, what="the exporter to serve")
+    node.started()
     pid = node.main_pid()
     (node.c.root / WEB_CONFIG).write_text(web_config("two"))
     node.c.run("systemctl", "reload", UNIT)
@@ -350,7 +358,7 @@ def test_default_unit_reports_ksmtuned_and_qemu_truthfully(node: Node, vm_proces
     counts), the 0400 per-process KSM files are not (no ksm_process_* series), and ksmd,
     a host kernel thread outside the container's PID namespace, is absent, not 0."""
     node.c.run("systemctl", "restart", UNIT, timeout=60)
-    wait_until(node.listening, timeout=30, what="the exporter to serve")
+    node.started()
 
     def complete() -> dict[str, float] | None:
         m = node.metrics()
@@ -360,6 +368,38 @@ def test_default_unit_reports_ksmtuned_and_qemu_truthfully(node: Node, vm_proces
     assert m["ksmtuned_committed_bytes"] > 0
     assert not [k for k in m if k.startswith("ksm_process_merging_pages")]
     assert not [k for k in m if k.startswith("ksm_ksmd_")], "ksmd is not visible here"
+
+
+def test_hidden_processes_leave_their_series_absent_not_zero(
+    node: Node, vm_processes: None
+) -> None:
+    """An operator's drop-in with ProtectProc=invisible (what the unit once shipped) hides
+    ksmtuned and qemu from the exporter: their series are left out, not reported as 0,
+    and a warning in the journal names what hides them."""
+    dropin = node.c.root / DROPINS / "hide.conf"
+    dropin.write_text("[Service]\nProtectProc=invisible\n")
+    try:
+        node.c.run("systemctl", "daemon-reload")
+        seen = len(node.journal())
+        node.c.run("systemctl", "restart", UNIT, timeout=60)
+        node.started()
+        wait_until(
+            lambda: "ksmtuned_running" not in node.metrics(),
+            timeout=20,
+            what="ksmtuned_running to be absent",
+        )
+        m = node.metrics()
+        assert "ksmtuned_committed_bytes" not in m and "ksmtuned_would_run" not in m, m
+        warnings = [
+            str(e.get("MESSAGE"))
+            for e in node.journal()[seen:]
+            if e.get("PRIORITY") == "4" and e.get("SYSLOG_IDENTIFIER") == "ksm-exporter"
+        ]
+        assert [w for w in warnings if "ProtectProc" in w or "hidepid" in w], warnings
+    finally:
+        dropin.unlink(missing_ok=True)
+        node.c.run("systemctl", "daemon-reload")
+        node.c.run("systemctl", "restart", UNIT, timeout=60)
 
 
 def test_per_vm_dropin_reports_the_qemu_process_of_another_user(
@@ -391,7 +431,7 @@ def test_per_vm_dropin_reports_the_qemu_process_of_another_user(
 
 
 def test_stop_ends_promptly_with_result_success(node: Node) -> None:
-    wait_until(node.listening, timeout=30, what="the exporter to serve")
+    node.started()
     started = time.monotonic()
     node.c.run("systemctl", "stop", UNIT, timeout=60)
     took = time.monotonic() - started
