@@ -115,7 +115,7 @@ def cannot_boot() -> str | None:
     """Why a container cannot boot here, or None when it can."""
     if os.geteuid() != 0:
         return "systemd-nspawn needs root"
-    for tool in ("systemd-nspawn", "mmdebstrap", "nsenter"):
+    for tool in ("systemd-nspawn", "mmdebstrap", "nsenter", "dpkg-buildpackage"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (scripts/bootstrap installs it)"
     probe = subprocess.run(

@@ -1,7 +1,9 @@
 """packaging/: the systemd unit, the Debian package, the RPM spec, the wheel and sdist.
 
-Each test runs the real tool (systemd-analyze, dpkg-buildpackage, rpmspec, python -m build)
-and skips, saying which, where that tool is missing; scripts/bootstrap installs them all.
+Each test runs the real tool (systemd-analyze, dpkg-buildpackage, rpmspec, rpmbuild,
+python -m build) and skips, saying which, where that tool is missing; scripts/bootstrap
+installs them all. rpmbuild runs with tests/rpm/macros.stand-in in place of Fedora's macro
+packages, which Debian lacks. The .deb under a real systemd: tests/test_systemd_nspawn.py.
 """
 
 from __future__ import annotations
