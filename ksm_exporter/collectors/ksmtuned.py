@@ -1,44 +1,104 @@
-"""ksmtuned_*: the inputs of ksmtuned's decision to start or stop KSM."""
+"""The ksmtuned collector: the inputs of ksmtuned's decision to start or stop KSM.
+
+Its figures come from the process table (is ksmtuned alive, what qemu processes hold),
+meminfo and ksmtuned.conf. When /proc hides other users' processes, ksmtuned_running,
+ksmtuned_committed_bytes and ksmtuned_would_run are left out: "no ksmtuned and no qemu
+among the processes we can see" says nothing about the node."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from ksm_exporter.readers.ksmtuned import KIB, KsmtunedInputs
+from ksm_exporter.collectors.source import Collected, ScrapeContext, process_table_missing
+from ksm_exporter.readers import describe_error
+from ksm_exporter.readers.ksmtuned import (
+    KIB,
+    committed_kb,
+    free_kb,
+    ksmtuned_alive,
+    ksmtuned_inputs,
+    threshold_kb,
+)
+from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
+from ksm_exporter.readers.meminfo import MemInfo
+from ksm_exporter.state.read_errors import ReadErrors
 
 
-def ksmtuned_metrics(
-    inputs: KsmtunedInputs | None, committed_kb: int, running: bool
-) -> Iterator[Metric]:
-    """`inputs` is None when /proc/meminfo could not be read."""
-    yield GaugeMetricFamily(
-        "ksmtuned_committed_bytes",
-        "Memory committed to qemu as ksmtuned counts it: the resident memory (ps rsz) of "
-        "the processes named like qemu (pgrep '^qemu(-(kvm|system-.+)|:.{1,11})$').",
-        value=committed_kb * KIB,
-    )
-    if inputs is not None:
+@dataclass(frozen=True)
+class KsmtunedReading:
+    """One scrape's look; None where the source could not be observed."""
+
+    config: KsmtunedConfig
+    memory: MemInfo | None
+    committed_kb: int | None  # None: the process table is incomplete
+    running: bool | None
+
+
+class KsmtunedCollector:
+    def __init__(self, config_file: Path, page_size: int, read_errors: ReadErrors) -> None:
+        self.config_file = config_file
+        self.page_size = page_size
+        self.read_errors = read_errors
+
+    def collect(self, ctx: ScrapeContext) -> Collected:
+        label = self.config_file.name
+        try:
+            config, problems = read_ksmtuned_conf(self.config_file)
+        except OSError as e:
+            config, problems = KsmtunedConfig(), [describe_error(e)]
+        self.read_errors.record({label}, {label: "; ".join(problems)} if problems else {}, True)
+        missing: list[str] = []
+        memory = ctx.meminfo()
+        if isinstance(memory, str):
+            missing.append(f"meminfo: {memory}")
+            memory = None
+        names = ctx.process_names()
+        hidden = process_table_missing(names)
+        if hidden is not None:
+            missing.append(hidden)
+            reading = KsmtunedReading(config, memory, None, None)
+        else:
+            committed = committed_kb(ctx.procfs, names, self.page_size)
+            reading = KsmtunedReading(config, memory, committed, ksmtuned_alive(names))
+        return Collected(tuple(ksmtuned_metrics(reading)), "; ".join(missing) or None)
+
+
+def ksmtuned_metrics(r: KsmtunedReading) -> Iterator[Metric]:
+    if r.committed_kb is not None:
+        yield GaugeMetricFamily(
+            "ksmtuned_committed_bytes",
+            "Memory committed to qemu as ksmtuned counts it: the resident memory (ps rsz) of "
+            "the processes named like qemu (pgrep '^qemu(-(kvm|system-.+)|:.{1,11})$').",
+            value=r.committed_kb * KIB,
+        )
+    if r.memory is not None:
+        total_kb = r.memory.total // KIB
         yield GaugeMetricFamily(
             "ksmtuned_threshold_bytes",
             "ksmtuned's threshold: MemTotal * KSM_THRES_COEF / 100, at least "
             "KSM_THRES_CONST kB (from --collector.ksmtuned.config, else ksmtuned's defaults).",
-            value=inputs.threshold_kb * KIB,
+            value=threshold_kb(total_kb, r.config) * KIB,
         )
         yield GaugeMetricFamily(
             "ksmtuned_free_bytes",
             "Free memory as ksmtuned counts it: MemFree + Buffers + Cached.",
-            value=inputs.free_kb * KIB,
+            value=free_kb(r.memory) * KIB,
         )
+        if r.committed_kb is not None:
+            inputs = ksmtuned_inputs(r.config, r.memory, r.committed_kb)
+            yield GaugeMetricFamily(
+                "ksmtuned_would_run",
+                "What ksmtuned's next adjustment decides: 0 (stop KSM) when committed + "
+                "threshold < MemTotal and free > threshold, else 1 (run KSM).",
+                value=1.0 if inputs.would_run else 0.0,
+            )
+    if r.running is not None:
         yield GaugeMetricFamily(
-            "ksmtuned_would_run",
-            "What ksmtuned's next adjustment decides: 0 (stop KSM) when committed + "
-            "threshold < MemTotal and free > threshold, else 1 (run KSM).",
-            value=1.0 if inputs.would_run else 0.0,
+            "ksmtuned_running",
+            "1 when a ksmtuned process is alive.",
+            value=1.0 if r.running else 0.0,
         )
-    yield GaugeMetricFamily(
-        "ksmtuned_running",
-        "1 when a ksmtuned process is alive.",
-        value=1.0 if running else 0.0,
-    )

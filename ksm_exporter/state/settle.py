@@ -18,10 +18,11 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from ksm_exporter.model.defaults import SETTLE_FULL_SCANS
 from ksm_exporter.model.derived import RunState, run_state
 from ksm_exporter.state.snapshot import Snapshot
 
-DEFAULT_FULL_SCANS = 3
+DEFAULT_FULL_SCANS = SETTLE_FULL_SCANS
 TOLERANCE = 0.01
 
 

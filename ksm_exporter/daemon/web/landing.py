@@ -25,8 +25,11 @@ def _mb(n: int | None) -> str:
     return "?" if n is None else str(mebibytes(n))
 
 
-def summary_rows(snap: Snapshot) -> list[tuple[str, str]]:
-    """(label, value) pairs of the KSM summary shown on the page."""
+def summary_rows(snap: Snapshot | None) -> list[tuple[str, str]]:
+    """(label, value) pairs of the KSM summary shown on the page, from the watcher's latest
+    poll (run, full_scans, pages_sharing, memory): the page never waits on a read."""
+    if snap is None:
+        return [("KSM", "waiting for the watcher's first poll")]
     v = snap.ksm.values
     if not snap.ksm.present:
         return [("KSM", "not available: the KSM sysfs directory is missing or unreadable")]
@@ -61,7 +64,7 @@ def summary_rows(snap: Snapshot) -> list[tuple[str, str]]:
     return rows
 
 
-def render_landing(snap: Snapshot, state: TrackerState, telemetry_path: str) -> str:
+def render_landing(snap: Snapshot | None, state: TrackerState, telemetry_path: str) -> str:
     rows = "".join(
         f"<tr><th class=l>{escape(k)}</th><td class=l>{escape(val)}</td></tr>"
         for k, val in summary_rows(snap)
