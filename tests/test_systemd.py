@@ -7,6 +7,8 @@ sender that records the fields it is given.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import signal
@@ -406,3 +408,14 @@ def test_journal_chosen_when_stderr_is_the_journal_stream(tmp_path: Path) -> Non
     assert journal_handler(False, {}) is None
     assert serve_parser().parse_args(["--log.journal"]).log_journal is True
     assert serve_parser().parse_args([]).log_journal is False
+
+
+def test_a_field_named_like_a_line_key_does_not_repeat_it(root_logging: None) -> None:
+    stream = io.StringIO()
+    for fmt in ("logfmt", "json"):
+        configure("info", fmt, logging.StreamHandler(stream))
+        logging.getLogger("ksm_exporter").info("changed", extra={"fields": {"level": "debug"}})
+    logfmt, as_json = stream.getvalue().splitlines()
+    assert logfmt.count(" level=") == 1 and logfmt.endswith(" field_level=debug")
+    assert json.loads(as_json)["level"] == "info"
+    assert json.loads(as_json)["field_level"] == "debug"

@@ -287,10 +287,10 @@ class Scraper:
                 if run is not None and not run.future.done():
                     if now >= run.deadline:
                         if name not in self._stuck:
+                            # Logged now, once, not through the notices: the stuck read
+                            # may be the watcher's too (meminfo), and then nobody flushes.
                             self._stuck.add(name)
-                            self.notices.note(
-                                log,
-                                logging.WARNING,
+                            log.warning(
                                 "collector %s is stuck on a read; failing it until the read "
                                 "returns",
                                 name,
@@ -300,7 +300,7 @@ class Scraper:
                     continue
                 if name in self._stuck:
                     self._stuck.discard(name)
-                    self.notices.note(log, logging.INFO, "collector %s reads again", name)
+                    log.info("collector %s reads again", name)
                 run = _Run(self._pool.submit(self._collect, name, ctx), deadline)
                 self._inflight[name] = run
                 runs[name] = run

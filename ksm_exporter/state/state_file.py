@@ -20,10 +20,6 @@ from ksm_exporter.state.transitions import Transition
 log = logging.getLogger(__name__)
 
 
-class StateFileError(Exception):
-    pass
-
-
 class StateFile:
     def __init__(self, path: Path) -> None:
         self.path = path
