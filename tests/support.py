@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent
@@ -98,9 +102,37 @@ def thread_count(pid: int) -> int:
 
 
 def free_port() -> int:
+    """A port free now. Racy (another process may take it before the exporter binds it):
+    only for tests that must know the port before the exporter starts. run_exporter
+    binds port 0 and reads the port from the exporter's log instead."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# The exporter's "listening" log line names the address it bound (logfmt or JSON).
+_LISTENING = re.compile(
+    r'(?:msg=listening\b|"msg": "listening").*?\baddress"?[=:] ?"?[^\s",]*:(\d+)'
+)
+
+
+def bound_port(log_text: str) -> int | None:
+    """The port of the exporter's "listening" log line; None before that line."""
+    m = _LISTENING.search(log_text)
+    return int(m.group(1)) if m else None
+
+
+@contextlib.contextmanager
+def serving(app: object, web: object = None, **limits: float) -> Iterator[ExporterHTTPServer]:
+    """The HTTP server alone, in this process, on a loopback port: `app` stands in for
+    ExporterApp, `web` for WebConfig, `limits` are Limits' fields."""
+    server = ExporterHTTPServer("127.0.0.1:0", app, web, Limits(**limits))  # type: ignore[arg-type]
+    server.serve_in_thread()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def http_get(
@@ -171,13 +203,14 @@ def run_exporter(
     port: int | None = None,
 ) -> Iterator[RunningExporter]:
     """Start `python -m ksm_exporter` on a fixture tree (root=None: the real /sys and /proc)
-    on a free loopback port (or `port`); stop it (SIGTERM, then SIGKILL) on exit."""
-    port = port or free_port()
-    args = [f"--web.listen-address=127.0.0.1:{port}", f"--watch.interval={interval}"]
+    on loopback port 0 (or `port`), the port it bound read from its "listening" log line
+    (so the log level must be info or debug); stop it (SIGTERM, then SIGKILL) on exit."""
+    args = [f"--web.listen-address=127.0.0.1:{port or 0}", f"--watch.interval={interval}"]
     if root is not None:
         args += [f"--path.sysfs={root}/sys", f"--path.procfs={root}/proc"]
-    log_path = tmp / f"exporter-{port}.log"
-    with open(log_path, "w") as log:
+    fd, name = tempfile.mkstemp(prefix="exporter-", suffix=".log", dir=tmp)
+    log_path = Path(name)
+    with open(fd, "w") as log:
         proc = subprocess.Popen(
             exporter_command(*args, *extra),
             stdout=log,
@@ -186,20 +219,16 @@ def run_exporter(
             cwd=REPO,
             env={**os.environ, **(env or {})},
         )
-    running = RunningExporter(proc, port, log_path)
     try:
 
-        def up() -> bool:
+        def listening() -> int | None:
             if proc.poll() is not None:
                 raise AssertionError(f"exporter exited {proc.returncode}: {log_path.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return True
-            except OSError:
-                return False
+            return bound_port(log_path.read_text())
 
-        wait_until(up, timeout=15, what="the exporter to listen")
-        yield running
+        bound = wait_until(listening, timeout=15, what="the exporter's listening line")
+        assert port in (None, bound), f"asked for port {port}, bound {bound}"
+        yield RunningExporter(proc, bound, log_path)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

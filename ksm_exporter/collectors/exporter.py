@@ -3,7 +3,7 @@ and, unless --web.disable-exporter-metrics, its own process_* and python_* metri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -17,10 +17,15 @@ from ksm_exporter.state.state_file import StateFile
 
 class ExporterCollector:
     def __init__(
-        self, read_errors: ReadErrors, state_file: StateFile | None, own_metrics: bool
+        self,
+        read_errors: ReadErrors,
+        state_file: StateFile | None,
+        own_metrics: bool,
+        extras: Sequence[Callable[[], Iterable[Metric]]] = (),
     ) -> None:
         self.read_errors = read_errors
         self.state_file = state_file
+        self.extras = extras if own_metrics else ()
         # The exporter's own process: always the real /proc, whatever --path.procfs says.
         # GCCollector insists on registering itself: a registry of its own, never served.
         self.own: tuple[Collector, ...] = (
@@ -38,6 +43,8 @@ class ExporterCollector:
         families = list(exporter_metrics(self.read_errors.counts(), state_file_errors))
         for collector in self.own:
             families.extend(collector.collect())
+        for extra in self.extras:
+            families.extend(extra())
         return Collected(tuple(families))
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.core import Metric
 
 from ksm_exporter.collectors.exporter import ExporterCollector
 from ksm_exporter.collectors.ksm import KsmCollector
@@ -43,6 +45,9 @@ class Sources:
     process_max: int
     ksmtuned_config: Path
     exporter_metrics: bool  # process_* and python_* of the exporter itself
+    # More of the exporter's own metrics, from the layers above (the HTTP server's
+    # counters), rendered with the process metrics.
+    exporter_extras: list[Callable[[], Iterable[Metric]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,9 @@ COLLECTORS: tuple[CollectorInfo, ...] = (
         True,
         "the exporter itself (ksm_exporter_*, and process_*, python_* unless "
         "--web.disable-exporter-metrics)",
-        lambda s: ExporterCollector(s.read_errors, s.state_file, s.exporter_metrics),
+        lambda s: ExporterCollector(
+            s.read_errors, s.state_file, s.exporter_metrics, s.exporter_extras
+        ),
     ),
 )
 

@@ -28,6 +28,7 @@ from ksm_exporter.daemon.systemd import ServiceNotifier, journal_handler, status
 from ksm_exporter.daemon.watcher import Watcher
 from ksm_exporter.daemon.web.app import ExporterApp, Watched
 from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits, ListenAddressError
+from ksm_exporter.daemon.web.server_metrics import connection_metrics
 from ksm_exporter.daemon.web.webconfig import WebConfig, WebConfigError, load_web_config
 from ksm_exporter.flags import FlagError, collector_dest, flag_names, given_flags, serve_parser
 from ksm_exporter.model.derived import page_size
@@ -219,6 +220,9 @@ def build(args: argparse.Namespace) -> Daemon:
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
     limits = Limits(max_connections=args.max_connections)
     server = ExporterHTTPServer(args.listen_address, app, web, limits)
+    # The exporter collector renders the server's counters too (--web.disable-exporter-
+    # metrics leaves them out with the process metrics).
+    sources.exporter_extras.append(lambda: connection_metrics(server.connection_counters()))
     live.append(Liveness(watcher.health, server.seconds_since_turn))
     daemon = Daemon(monitor, watcher, scraper, server, live[0])
     if args.reload_args_file:
@@ -277,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
         "listening",
         extra={
             "fields": {
-                "address": args.listen_address,
+                "address": daemon.server.bound_address,  # the port bound, also for :0
                 "version": __version__,
                 "ksm_dir": str(ksm_dir),
                 **daemon.server.web.describe(),

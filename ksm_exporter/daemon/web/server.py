@@ -12,18 +12,42 @@ Why one event loop (epoll) and not a pool of threads:
 - Every socket operation is non-blocking. Accepting only accepts; a TLS handshake is
   stepped forward when the client's bytes arrive, so a silent client costs nothing and a
   slow one is cut off by its deadline. Nothing waits on a client.
-- A scrape is CPU work under the GIL (read ~25 small files, format ~10 KB): threads would
-  not run two at once, they would only add hand-offs between threads to every scrape.
-  Running it on the loop thread is the cheapest path, and 64 concurrent scrapers are
-  simply served in turn.
-- The one slow step, bcrypt (50-250 ms a check, by design), runs on a single helper
-  thread (one at a time, as exporter-toolkit does), so wrong passwords cannot stall
-  scrapes; successful checks are cached, so an authenticated scrape stays fast.
+- The app answers either at once (a Response) or later (a Future its worker threads
+  complete): then the connection is parked, the loop goes on serving the others, and the
+  future's completion wakes the loop (a byte on a pipe) to send the answer.
+- The one slow step of the server itself, bcrypt (50-250 ms a check, by design), runs on
+  a single helper thread (one at a time, as exporter-toolkit does), so wrong passwords
+  cannot stall scrapes; successful checks are cached, so an authenticated scrape stays
+  fast.
 
-Limits on what connections can cost: a deadline per connection (TLS handshake, request
-headers once they started, idle keep-alive, writing a response to a slow reader), request
-headers at most MAX_HEADER_BYTES, and at most `max_connections` connections: at the cap
-the oldest idle one is closed to make room, and when none is idle a new one is refused.
+Why not asyncio streams and h11 (considered, as issue 12 suggested): what makes this
+module long is policy, not plumbing — one request per connection per turn, which
+connection to evict at the cap, the bounded bcrypt queue, deadlines per state. asyncio
+has none of these: they would be written again over tasks and transports (eviction needs
+a table of connections and their states either way), a task per connection costs more
+than an entry in the epoll set, and h11 would replace only the ~60 lines of
+_parse_request, while adding a runtime dependency. The attack tests (tests/test_attacks.py)
+pass with this design; a rewrite would not make them pass better or the module clearly
+smaller.
+
+Fairness and limits on what a connection can cost:
+- One request per connection per turn of the loop: a connection that pipelines 100
+  requests gets one answered, then waits (its bytes unread) while every other connection
+  with a request gets its turn. One client delays the others by about one request's work.
+- Deadlines per connection: TLS handshake, request headers counted from the first byte of
+  the request (not reset by each byte), idle keep-alive, writing a response to a slow
+  reader, waiting for a bcrypt check, waiting for the app.
+- Request headers at most MAX_HEADER_BYTES; a strict parser: exactly HTTP/1.0 or
+  HTTP/1.1, no control bytes, a Content-Length of at most 18 digits. Bad input is a 4xx
+  and a debug line, never a traceback.
+- At most `max_connections` connections. At the cap, to make room for a new one the server
+  closes, in this order: the oldest partial request older than a short grace (a slow
+  header sender), the oldest connection still queued for a bcrypt check, the oldest idle
+  keep-alive connection. Only when none of those exists is the new connection refused.
+- At most `auth_queue` connections waiting for bcrypt; more get a 503 at once. A wrong
+  password closes the connection after its 401, so a client cannot queue check after
+  check on one connection: each new guess costs it a new connection, which the cap and
+  the queue bound.
 
 Each response (status line, headers and body) goes out in one send(): see above.
 """
@@ -37,15 +61,17 @@ import errno
 import http
 import logging
 import os
+import re
 import resource
 import select
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ksm_exporter import __version__
 from ksm_exporter.daemon.web.app import ExporterApp, Response
@@ -69,8 +95,8 @@ _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 _ERR = select.EPOLLERR | select.EPOLLHUP
-# While a connection waits (bcrypt, a future): its bytes stay unread, but a client that
-# hangs up is seen (RDHUP), so its slot is freed at once.
+# While a connection waits (its turn, bcrypt, a future): its bytes stay unread, but a
+# client that hangs up is seen (RDHUP), so its slot is freed at once.
 _HANGUP = select.EPOLLRDHUP
 # The loop wakes at least this often even when nothing happens, so that
 # seconds_since_turn() stays small while the loop is healthy (the systemd watchdog).
@@ -82,24 +108,45 @@ _AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWr
 
 # Connection states.
 _HANDSHAKE = 0  # TLS handshake in progress
-_READ = 1  # waiting for (the rest of) a request
+_READ = 1  # waiting for (the rest of) a request, or for its turn to be served
 _WRITE = 2  # a response is partly sent; the client reads slowly
-_AUTH = 3  # a bcrypt check for this request runs on the helper thread
+_AUTH = 3  # waiting for a bcrypt check (queued or running on the helper thread)
 _APP = 4  # the app answered with a future: waiting for it to complete
+
+# Why a connection was closed to make room for a new one (the evicted counter's label).
+EVICT_SLOW_REQUEST = "slow_request"
+EVICT_AUTH_QUEUE = "auth_queue"
+EVICT_IDLE = "idle"
+# Why a connection or a request was turned away (the refused counter's label).
+REFUSE_MAX_CONNECTIONS = "max_connections"
+REFUSE_AUTH_QUEUE = "auth_queue"
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-connection deadlines (seconds) and the connection cap."""
+    """Per-connection deadlines (seconds), the connection cap and the bcrypt queue."""
 
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     handshake_timeout: float = 10.0  # accept to TLS handshake done
     header_timeout: float = 10.0  # first byte of a request to its last header
     idle_timeout: float = 30.0  # between requests on a keep-alive connection
     write_timeout: float = 10.0  # for a response the client is slow to take
+    # A partial request this old may be closed to make room at the cap. A real client
+    # sends its headers in one packet; only a slow sender is still sending after this.
+    slow_request_grace: float = 1.0
+    auth_queue: int = 16  # connections waiting for a bcrypt check, at most
+    auth_timeout: float = 5.0  # queued for bcrypt to checked
     # For a future the app returned. The app keeps its own (shorter) deadlines; this
     # only frees the connection if a future never completes.
     app_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class ConnectionCounters:
+    """Totals since start, by reason (REFUSE_* and EVICT_*)."""
+
+    refused: Mapping[str, int]
+    evicted: Mapping[str, int]
 
 
 class ListenAddressError(ValueError):
@@ -143,32 +190,57 @@ class _BadRequest(Exception):
         self.status = status
 
 
+# RFC 9110 tokens (methods, header names); control bytes other than tab anywhere.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
+# A longer Content-Length is no body this server would read; int() of thousands of
+# digits would also raise (Python's limit on int-from-str digits).
+MAX_CONTENT_LENGTH_DIGITS = 18
+
+
 def _parse_request(head: bytes) -> _Request:
     """Request line and headers (without the blank line). Raises _BadRequest."""
-    lines = head.decode("latin-1").split("\n")
-    parts = lines[0].rstrip("\r").split(" ")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
+    lines = [line.removesuffix("\r") for line in head.decode("latin-1").split("\n")]
+    if any(_CONTROL.search(line) for line in lines):
+        raise _BadRequest(400, "control character in the request")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
         raise _BadRequest(400, "malformed request line")
     method, target, version = parts
-    if not version.startswith("HTTP/1."):
-        raise _BadRequest(505 if version.startswith("HTTP/") else 400, "unsupported version")
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        if _VERSION.fullmatch(version):
+            raise _BadRequest(505, "unsupported HTTP version")
+        raise _BadRequest(400, "malformed HTTP version")
     headers: dict[str, str] = {}
     for line in lines[1:]:
-        line = line.rstrip("\r")
         name, sep, value = line.partition(":")
-        if not sep or not name or name[-1] in " \t" or line[0] in " \t":
+        if not sep or not _TOKEN.fullmatch(name):
             raise _BadRequest(400, "malformed header line")
         key = name.lower()
-        value = value.strip()
+        value = value.strip(" \t")
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     tokens = headers.get("connection", "").lower()
     close = "keep-alive" not in tokens if version == "HTTP/1.0" else "close" in tokens
     length = headers.get("content-length")
-    # isdigit() alone takes "²" (latin-1), which int() then refuses.
-    if length is not None and not (length.isascii() and length.isdigit()):
-        raise _BadRequest(400, "bad Content-Length")
+    if length is not None:
+        # isdigit() alone takes "²" (latin-1), which int() then refuses.
+        if not (length.isascii() and length.isdigit()):
+            raise _BadRequest(400, "bad Content-Length")
+        if len(length) > MAX_CONTENT_LENGTH_DIGITS:
+            raise _BadRequest(400, "Content-Length too long")
     has_body = "transfer-encoding" in headers or (length is not None and int(length) > 0)
     return _Request(method, target, headers, close, has_body)
+
+
+def _head_end(buf: bytes) -> tuple[int, int]:
+    """Where the request head in `buf` ends and the length of its blank line; (-1, 0)
+    while incomplete. Bare LF line ends are taken too."""
+    end, sep = buf.find(b"\r\n\r\n"), 4
+    lf = buf.find(b"\n\n")
+    if lf >= 0 and (end < 0 or lf < end):
+        end, sep = lf, 2
+    return end, sep
 
 
 class _Conn:
@@ -182,6 +254,9 @@ class _Conn:
         "out",
         "peer",
         "pending",
+        "ready",
+        "request_started",
+        "served_turn",
         "sock",
         "started",
         "state",
@@ -195,9 +270,13 @@ class _Conn:
         self.tls = tls
         self.state = _HANDSHAKE if tls else _READ
         self.started = False  # bytes of a handshake or request have arrived
+        self.request_started = now  # when they did
         self.buf = b""
         self.out: memoryview | None = None
-        self.pending: object = None  # the future (or bcrypt job) this connection waits on
+        # _AUTH, _APP: (the future waited on, the request it answers)
+        self.pending: tuple[Any, _Request] | None = None
+        self.ready = False  # a complete request waits for the next turn
+        self.served_turn = -1  # the loop turn of its last request
         self.close_after = False
         self.last_active = now
         self.deadline = now
@@ -207,6 +286,18 @@ class _Conn:
     def idle(self) -> bool:
         """Nothing in progress: may be closed to make room for a new connection."""
         return self.state in (_HANDSHAKE, _READ) and not self.started
+
+    def slow_since(self, now: float, grace: float) -> float | None:
+        """When its partial request (or TLS handshake) started, if that is more than
+        `grace` ago; None otherwise."""
+        partial = self.state in (_HANDSHAKE, _READ) and self.started and not self.ready
+        if partial and now - self.request_started >= grace:
+            return self.request_started
+        return None
+
+    def queued_for_auth(self) -> bool:
+        """Waiting for a bcrypt check that has not started (it can be cancelled)."""
+        return self.state == _AUTH and self.pending is not None and not self.pending[0].running()
 
 
 class ExporterHTTPServer:
@@ -220,8 +311,8 @@ class ExporterHTTPServer:
         self.app = app
         self.web = web or WebConfig()
         self.limits = limits or Limits()
-        self.refused = 0  # connections refused at the cap
-        self.evicted = 0  # idle connections closed to make room
+        self._refused: collections.Counter[str] = collections.Counter()
+        self._evicted: collections.Counter[str] = collections.Counter()
         host, port = parse_listen_address(address)
         infos = socket.getaddrinfo(
             host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
@@ -244,6 +335,9 @@ class ExporterHTTPServer:
         raise_fd_limit(self.limits.max_connections + 64)
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Futures complete on other threads, maybe after server_close(): the lock keeps
+        # them from writing to a closed (and perhaps reused) descriptor.
+        self._wake_lock = threading.Lock()
         self._epoll.register(self.socket.fileno(), _IN)
         self._epoll.register(self._wake_r, _IN)
         self._conns: dict[int, _Conn] = {}
@@ -253,18 +347,32 @@ class ExporterHTTPServer:
         self._started = threading.Event()
         self._next_sweep = float("inf")
         self._date = (0, "")
+        self._turn = 0
+        self._turned = time.monotonic()
+        # Connections with a complete request that had theirs this turn: served next turn.
+        self._ready: list[_Conn] = []
         # bcrypt checks: one at a time, as exporter-toolkit does (it is CPU-bound by design).
         self._auth_pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._auth_done: collections.deque[tuple[_Conn, _Request, bool]] = collections.deque()
-        # Futures the app returned that have completed; appended by whatever thread
-        # completes them, taken by the loop after a wake.
-        self._app_done: collections.deque[tuple[_Conn, Future]] = collections.deque()
+        self._auth_waiting: set[_Conn] = set()
+        # Futures (bcrypt checks, app answers) that completed: appended by whatever thread
+        # completed them, taken by the loop after a wake.
+        self._done: collections.deque[tuple[_Conn, concurrent.futures.Future[Any]]]
+        self._done = collections.deque()
         self._errors_logged: set[str] = set()
-        self._turned = time.monotonic()
 
     @property
     def port(self) -> int:
         return self.server_address[1]
+
+    @property
+    def bound_address(self) -> str:
+        """host:port actually bound (port 0 in --web.listen-address picks a free one)."""
+        host, port = self.server_address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def connection_counters(self) -> ConnectionCounters:
+        """Connections refused and evicted since start (for the exporter's own metrics)."""
+        return ConnectionCounters(dict(self._refused), dict(self._evicted))
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -307,30 +415,39 @@ class ExporterHTTPServer:
             self._close(conn)
         self.socket.close()
         self._epoll.close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._wake_lock:
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._wake_w = -1
         if self._auth_pool is not None:
             self._auth_pool.shutdown(wait=False, cancel_futures=True)
 
     def connection_count(self) -> int:
         return len(self._conns)
 
+    def auth_waiting(self) -> int:
+        """Connections waiting for a bcrypt check (at most limits.auth_queue)."""
+        return len(self._auth_waiting)
+
     # ---- the loop --------------------------------------------------------------------
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # full pipe: the loop is waking anyway
-            os.write(self._wake_w, b"x")
+        with self._wake_lock, contextlib.suppress(OSError):  # full: it is waking anyway
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"x")
 
     def _run_once(self) -> None:
         now = time.monotonic()
         if now >= self._next_sweep:
             self._sweep(now)
-        timeout = min(MAX_POLL_SECONDS, max(0.0, self._next_sweep - now))
+        ready, self._ready = self._ready, []
+        timeout = 0.0 if ready else min(MAX_POLL_SECONDS, max(0.0, self._next_sweep - now))
         try:
             events = self._epoll.poll(timeout)
         except InterruptedError:
-            return
+            events = []
+        self._turn += 1
         listen_fd = self.socket.fileno()
         for fd, ev in events:
             if fd == listen_fd:
@@ -338,22 +455,29 @@ class ExporterHTTPServer:
             elif fd == self._wake_r:
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 4096)
-                self._finish_auth()
-                self._finish_app()
+                self._finish_waits()
             else:
                 conn = self._conns.get(fd)
                 if conn is not None:
-                    try:
-                        self._on_event(conn, ev)
-                    except Exception:  # a bug must cost one connection, not the server
-                        log.exception("error serving %s", conn.peer)
-                        self._close(conn)
+                    self._guarded(conn, self._on_event, conn, ev)
+        # Connections that had a request last turn and have another: its turn now.
+        for conn in ready:
+            conn.ready = False
+            if self._conns.get(conn.fd) is conn:
+                self._guarded(conn, self._process, conn)
+
+    def _guarded(self, conn: _Conn, step: Any, *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception as e:  # a bug must cost one connection, not the server
+            self._log_once(e, f"error serving {conn.peer}")
+            self._close(conn)
 
     def _sweep(self, now: float) -> None:
         """Close connections past their deadline; find the next deadline."""
         nearest = float("inf")
         for conn in list(self._conns.values()):
-            if conn.deadline <= now and conn.state != _AUTH:
+            if conn.deadline <= now:
                 log.debug("closing %s: timed out (state %d)", conn.peer, conn.state)
                 self._close(conn)
             elif conn.deadline < nearest:
@@ -391,23 +515,37 @@ class ExporterHTTPServer:
             self._add(sock, addr)
 
     def _make_room(self) -> bool:
-        """Close the oldest idle connection; False when none is idle."""
-        idle = (c for c in self._conns.values() if c.idle)
-        oldest = min(idle, default=None, key=lambda c: c.last_active)
-        if oldest is None:
-            return False
-        log.debug("closing idle %s to make room", oldest.peer)
-        self.evicted += 1
-        self._close(oldest)
+        """Close one connection to make room for a new one, in this order: the oldest
+        slow partial request, the oldest connection queued for bcrypt, the oldest idle
+        one. False when there is none of these (then the new one is refused)."""
+        now = time.monotonic()
+        grace = self.limits.slow_request_grace
+        conns = self._conns.values()
+        slow = [(t, c) for c in conns if (t := c.slow_since(now, grace)) is not None]
+        if slow:
+            return self._evict(min(slow, key=lambda tc: tc[0])[1], EVICT_SLOW_REQUEST)
+        queued = [c for c in self._auth_waiting if c.queued_for_auth()]
+        if queued:
+            return self._evict(min(queued, key=lambda c: c.request_started), EVICT_AUTH_QUEUE)
+        idle = [c for c in conns if c.idle]
+        if idle:
+            return self._evict(min(idle, key=lambda c: c.last_active), EVICT_IDLE)
+        return False
+
+    def _evict(self, conn: _Conn, reason: str) -> bool:
+        log.debug("closing %s to make room (%s)", conn.peer, reason)
+        self._evicted[reason] += 1
+        self._close(conn)
         return True
 
     def _refuse(self, sock: socket.socket) -> None:
-        self.refused += 1
-        if self.refused == 1 or self.refused % 1000 == 0:
+        self._refused[REFUSE_MAX_CONNECTIONS] += 1
+        refused = self._refused[REFUSE_MAX_CONNECTIONS]
+        if refused == 1 or refused % 1000 == 0:
             log.warning(
-                "refusing connections: %d open, none idle (--web.max-connections)",
+                "refusing connections: %d open, none idle or slow (--web.max-connections)",
                 len(self._conns),
-                extra={"fields": {"refused_total": self.refused}},
+                extra={"fields": {"refused_total": refused}},
             )
         try:
             sock.setblocking(False)
@@ -448,6 +586,10 @@ class ExporterHTTPServer:
     def _close(self, conn: _Conn) -> None:
         if self._conns.pop(conn.fd, None) is None:
             return
+        if conn.state == _AUTH and conn.pending is not None:
+            conn.pending[0].cancel()  # still queued: bcrypt need not run for it
+        self._auth_waiting.discard(conn)
+        conn.pending = None
         with contextlib.suppress(OSError, ValueError):
             self._epoll.unregister(conn.fd)
         with contextlib.suppress(OSError):
@@ -455,9 +597,9 @@ class ExporterHTTPServer:
 
     def _on_event(self, conn: _Conn, ev: int) -> None:
         state = conn.state
-        if state in (_AUTH, _APP):  # only hang-ups are watched while waiting
+        if state in (_AUTH, _APP) or conn.ready:  # only hang-ups are watched while waiting
             if ev & (_ERR | _HANGUP):
-                log.debug("%s hung up while its request was being answered", conn.peer)
+                log.debug("%s hung up while its request waited", conn.peer)
                 self._close(conn)
             return
         conn.last_active = time.monotonic()
@@ -467,12 +609,12 @@ class ExporterHTTPServer:
             self._read(conn)
         elif state == _WRITE:
             self._flush(conn)
-            if conn.state == _READ and conn.buf:  # pipelined requests waited for it
-                self._process(conn)
 
     def _handshake(self, conn: _Conn) -> None:
         sock: ssl.SSLSocket = conn.sock  # type: ignore[assignment]
-        conn.started = True
+        if not conn.started:
+            conn.started = True
+            conn.request_started = time.monotonic()
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -514,36 +656,47 @@ class ExporterHTTPServer:
             self._close(conn)
             return
         if not conn.started and conn.buf:
-            conn.started = True
-            self._set_deadline(conn, self.limits.header_timeout, time.monotonic())
+            self._request_started(conn, time.monotonic())
         self._process(conn)
 
+    def _request_started(self, conn: _Conn, now: float) -> None:
+        # The header deadline counts from the first byte: a byte now and then does not
+        # move it.
+        conn.started = True
+        conn.request_started = now
+        self._set_deadline(conn, self.limits.header_timeout, now)
+
     def _process(self, conn: _Conn) -> None:
-        """Serve every complete request in the buffer (pipelining), in order."""
-        while conn.state == _READ and self._conns.get(conn.fd) is conn:
-            buf = conn.buf.lstrip(b"\r\n")  # RFC 9112: ignore blank lines before a request
-            end, sep = buf.find(b"\r\n\r\n"), 4
-            lf = buf.find(b"\n\n")
-            if lf >= 0 and (end < 0 or lf < end):
-                end, sep = lf, 2
-            if end < 0:
-                conn.buf = buf
-                if len(buf) > MAX_HEADER_BYTES:
-                    self._error(conn, 431, "request headers too large")
-                return
-            head, conn.buf = buf[:end], buf[end + sep :]
-            if end > MAX_HEADER_BYTES:
+        """Serve the next complete request in the buffer: one per connection per turn."""
+        if conn.state != _READ or self._conns.get(conn.fd) is not conn:
+            return
+        buf = conn.buf = conn.buf.lstrip(b"\r\n")  # RFC 9112: blank lines before a request
+        end, sep = _head_end(buf)
+        if end < 0 or end > MAX_HEADER_BYTES:
+            if len(buf) > MAX_HEADER_BYTES:
                 self._error(conn, 431, "request headers too large")
-                return
-            try:
-                req = _parse_request(head)
-            except _BadRequest as e:
-                self._error(conn, e.status, str(e))
-                return
-            if req.has_body:  # no route takes a body: answer, then close (it is unread)
-                req.close = True
-            if not self._authorized(conn, req):
-                return
+            elif conn.tls and conn.sock.pending():  # type: ignore[attr-defined]
+                self._read(conn)  # bytes already decrypted: epoll would not report them
+            else:
+                self._set_events(conn, _IN)
+            return
+        if conn.served_turn == self._turn:
+            # It had its request this turn: the others get theirs first. Its bytes stay
+            # unread meanwhile (a hang-up is still seen).
+            conn.ready = True
+            self._ready.append(conn)
+            self._set_events(conn, _HANGUP)
+            return
+        conn.served_turn = self._turn
+        head, conn.buf = buf[:end], buf[end + sep :]
+        try:
+            req = _parse_request(head)
+        except _BadRequest as e:
+            self._error(conn, e.status, str(e))
+            return
+        if req.has_body:  # no route takes a body: answer, then close (it is unread)
+            req.close = True
+        if self._authorized(conn, req):
             self._answer(conn, req)
 
     def _answer(self, conn: _Conn, req: _Request) -> None:
@@ -551,108 +704,119 @@ class ExporterHTTPServer:
         try:
             result: AppResult = self.app.handle(req.method, req.target, req.headers)
         except Exception as e:
-            self._log_app_error(e, req)
+            self._log_once(e, f"error handling {req.method} {req.target}")
             result = _internal_error()
         if isinstance(result, Response):
             self._respond(conn, req, result)
-            return
-        future = result
-        if future.done():  # answered already: no need to park
-            self._respond(conn, req, self._future_response(future, req))
-            return
-        # Parked: unread (its next request waits), busy (never evicted as idle), and
-        # watched only for a hang-up. The callback may run on any thread: it only queues
-        # the connection and wakes the loop, which sends the response.
-        conn.state = _APP
+        elif result.done():  # answered already: no need to park
+            self._respond(conn, req, self._app_response(result, req))
+        else:
+            self._park(conn, _APP, result, req, self.limits.app_timeout)
+
+    def _park(
+        self,
+        conn: _Conn,
+        state: int,
+        future: concurrent.futures.Future[Any],
+        req: _Request,
+        timeout: float,
+    ) -> None:
+        """Wait for `future` without blocking the loop: the connection is unread (its
+        next request waits), busy (never evicted as idle) and watched only for a hang-up.
+        The callback may run on any thread: it only queues the connection and wakes the
+        loop, which then sends the answer (_finish_waits)."""
+        conn.state = state
         conn.pending = (future, req)
         self._set_events(conn, _HANGUP)
-        self._set_deadline(conn, self.limits.app_timeout, time.monotonic())
-        future.add_done_callback(lambda f: self._app_completed(conn, f))
+        self._set_deadline(conn, timeout, time.monotonic())
+        future.add_done_callback(lambda f: self._completed(conn, f))
 
-    def _app_completed(self, conn: _Conn, future: Future) -> None:
-        self._app_done.append((conn, future))
+    def _completed(self, conn: _Conn, future: concurrent.futures.Future[Any]) -> None:
+        self._done.append((conn, future))
         self._wake()
 
-    def _finish_app(self) -> None:
-        while self._app_done:
-            conn, future = self._app_done.popleft()
-            if self._conns.get(conn.fd) is not conn or conn.state != _APP:
-                continue  # closed (hang-up, deadline) while the app worked
-            pending_future, req = conn.pending  # type: ignore[misc]
-            if pending_future is not future:
-                continue
-            conn.pending = None
-            conn.state = _READ
-            self._respond(conn, req, self._future_response(future, req))
-            if conn.state == _READ and conn.buf and self._conns.get(conn.fd) is conn:
-                self._process(conn)
+    def _finish_waits(self) -> None:
+        while self._done:
+            conn, future = self._done.popleft()
+            pending = conn.pending
+            if self._conns.get(conn.fd) is not conn or pending is None or pending[0] is not future:
+                continue  # closed (hang-up, deadline, eviction) while it waited
+            req = pending[1]
+            state, conn.state, conn.pending = conn.state, _READ, None
+            if state == _APP:
+                self._guarded(conn, self._respond, conn, req, self._app_response(future, req))
+            else:
+                self._auth_waiting.discard(conn)
+                self._guarded(conn, self._auth_checked, conn, req, future)
 
-    def _future_response(self, future: Future, req: _Request) -> Response:
+    def _app_response(self, future: Future, req: _Request) -> Response:
         try:
             return future.result()
         except Exception as e:  # CancelledError included
-            self._log_app_error(e, req)
+            self._log_once(e, f"error handling {req.method} {req.target}")
             return _internal_error()
 
-    def _log_app_error(self, e: Exception, req: _Request) -> None:
-        """A failing route is a bug: its traceback once per kind of failure, then one
-        debug line per request, so that a client repeating it cannot fill the log."""
+    def _log_once(self, e: Exception, what: str) -> None:
+        """A failure here is a bug (client input never raises): its traceback once per
+        kind of failure, then a debug line each time, so that a client repeating the
+        request cannot fill the log."""
         kind = f"{type(e).__qualname__}: {e}"[:200]
         if kind in self._errors_logged or len(self._errors_logged) >= 100:
-            log.debug("error handling %s %s: %s", req.method, req.target, kind)
+            log.debug("%s: %s", what, kind)
             return
         self._errors_logged.add(kind)
-        log.error(
-            "error handling %s %s (logged once; later ones at debug level)",
-            req.method,
-            req.target,
-            exc_info=e,
-        )
+        log.error("%s (logged once; repeats at debug level)", what, exc_info=e)
 
     # ---- basic auth ------------------------------------------------------------------
 
     def _authorized(self, conn: _Conn, req: _Request) -> bool:
-        """True to serve now; False when answered (401) or the check went to bcrypt."""
+        """True to serve now; False when answered (401, 503) or the check went to bcrypt."""
         auth = self.web.auth
         if auth is None:
             return True
         creds = BasicAuth.parse_header(req.headers.get("authorization"))
         if creds is None:
+            # No bcrypt was spent: the connection stays open, as a browser sends its
+            # first request without credentials and the next with them.
             self._respond(conn, req, _unauthorized())
             return False
         if auth.cached(*creds):
             return True
+        if len(self._auth_waiting) >= self.limits.auth_queue:
+            self._refused[REFUSE_AUTH_QUEUE] += 1
+            log.debug("%s: bcrypt queue full", conn.peer)
+            req.close = True
+            r = Response.text(503, "too many authentication checks waiting; retry")
+            r.headers.append(("Retry-After", "1"))
+            self._respond(conn, req, r)
+            return False
         if self._auth_pool is None:
             import concurrent.futures  # only with basic auth
 
             self._auth_pool = concurrent.futures.ThreadPoolExecutor(1, "bcrypt")
-        conn.state = _AUTH
-        self._set_events(conn, _HANGUP)
-        self._auth_pool.submit(self._check, auth, creds, conn, req)
+        self._auth_waiting.add(conn)
+        conn.request_started = time.monotonic()  # its place in the queue (eviction order)
+        job = self._auth_pool.submit(auth.check, *creds)
+        self._park(conn, _AUTH, job, req, self.limits.auth_timeout)
         return False
 
-    def _check(self, auth: BasicAuth, creds: tuple[str, str], conn: _Conn, req: _Request) -> None:
+    def _auth_checked(
+        self, conn: _Conn, req: _Request, job: concurrent.futures.Future[bool]
+    ) -> None:
         try:
-            ok = auth.check(*creds)
-        except Exception:
-            log.exception("basic auth check failed")
+            ok = job.result()
+        except Exception as e:
+            self._log_once(e, "basic auth check failed")
             ok = False
-        self._auth_done.append((conn, req, ok))
-        self._wake()
-
-    def _finish_auth(self) -> None:
-        while self._auth_done:
-            conn, req, ok = self._auth_done.popleft()
-            if self._conns.get(conn.fd) is not conn:
-                continue  # closed while bcrypt ran
-            conn.state = _READ
-            self._set_events(conn, _IN)
-            if ok:
-                self._answer(conn, req)
-            else:
-                self._respond(conn, req, _unauthorized())
-            if conn.state == _READ and conn.buf and self._conns.get(conn.fd) is conn:
-                self._process(conn)
+        if ok:
+            self._answer(conn, req)
+            return
+        # A wrong password closes the connection after the 401: otherwise its next
+        # pipelined request (the next guess) would go straight back to bcrypt, and one
+        # connection could keep the helper thread busy. A new guess costs a new
+        # connection, which the connection cap and the bcrypt queue bound.
+        req.close = True
+        self._respond(conn, req, _unauthorized())
 
     # ---- responses -------------------------------------------------------------------
 
@@ -709,10 +873,13 @@ class ExporterHTTPServer:
             self._close(conn)
             return
         conn.state = _READ
-        conn.started = bool(conn.buf)
-        timeout = self.limits.header_timeout if conn.started else self.limits.idle_timeout
-        self._set_deadline(conn, timeout, now)
-        self._set_events(conn, _IN)
+        if conn.buf:  # a pipelined request (or its start) is here already
+            self._request_started(conn, now)
+            self._process(conn)
+        else:
+            conn.started = False
+            self._set_deadline(conn, self.limits.idle_timeout, now)
+            self._set_events(conn, _IN)
 
 
 def _internal_error() -> Response:

@@ -1,0 +1,57 @@
+"""The HTTP server's own counters, as metrics (with the process metrics, so that
+--web.disable-exporter-metrics leaves them out too).
+
+`connection_metrics` renders one reading of the counters; a collector that renders the
+exporter itself can take `lambda: connection_metrics(server.connection_counters())` as a
+plain callable, so that nothing below daemon/ imports the server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from ksm_exporter.daemon.web.server import (
+    EVICT_AUTH_QUEUE,
+    EVICT_IDLE,
+    EVICT_SLOW_REQUEST,
+    REFUSE_AUTH_QUEUE,
+    REFUSE_MAX_CONNECTIONS,
+    ConnectionCounters,
+)
+
+
+def connection_metrics(c: ConnectionCounters) -> Iterator[Metric]:
+    """ksm_exporter_http_connections_{refused,evicted}_total{reason}; every reason is
+    present from the start (at 0), so that rate() sees the first one."""
+    refused = CounterMetricFamily(
+        "ksm_exporter_http_connections_refused",
+        "Connections or requests the HTTP server turned away: max_connections (a new "
+        "connection at --web.max-connections with nothing to evict), auth_queue (a "
+        "request while too many wait for a basic auth check).",
+        labels=["reason"],
+    )
+    for reason in (REFUSE_MAX_CONNECTIONS, REFUSE_AUTH_QUEUE):
+        refused.add_metric([reason], c.refused.get(reason, 0))
+    yield refused
+    evicted = CounterMetricFamily(
+        "ksm_exporter_http_connections_evicted",
+        "Connections closed at --web.max-connections to make room for a new one: "
+        "slow_request (headers arriving slowly), auth_queue (waiting for a basic auth "
+        "check), idle (keep-alive between requests).",
+        labels=["reason"],
+    )
+    for reason in (EVICT_SLOW_REQUEST, EVICT_AUTH_QUEUE, EVICT_IDLE):
+        evicted.add_metric([reason], c.evicted.get(reason, 0))
+    yield evicted
+
+
+class ConnectionsCollector:
+    """For a prometheus-client registry: the counters at each scrape."""
+
+    def __init__(self, counters: Callable[[], ConnectionCounters]) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        return connection_metrics(self._counters())
