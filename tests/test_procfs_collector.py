@@ -306,3 +306,23 @@ def test_unreadable_processes_are_logged_when_they_start_and_stop(
         "CAP_DAC_READ_SEARCH): /proc/7: denied",
     ]
     assert errors.counts() == {"vanished": 1, "unreadable": 6}
+
+
+def test_one_walk_of_the_process_table_per_scrape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """process, ksmd and ksmtuned share one listing of /proc and one meminfo read."""
+    c = collector(FIXTURES / "procfs-vms" / "proc")
+    walks: list[Path] = []
+    reads: list[Path] = []
+    names = c.names.names
+    monkeypatch.setattr(c.names, "names", lambda procfs: walks.append(procfs) or names(procfs))
+    from ksm_exporter.collectors import source
+
+    real_meminfo = source.read_meminfo
+    monkeypatch.setattr(
+        source, "read_meminfo", lambda procfs: reads.append(procfs) or real_meminfo(procfs)
+    )
+    samples = scrape(c)
+    assert samples["ksmtuned_running"] == 1 and samples["ksm_ksmd_cpu_seconds_total"] > 0
+    assert len(walks) == 1 and len(reads) == 1
+    scrape(c)
+    assert len(walks) == 2 and len(reads) == 2

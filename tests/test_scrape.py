@@ -126,6 +126,30 @@ def test_concurrent_scrapes_share_a_read_in_flight(
     assert slow.calls == 1
 
 
+def test_finished_scrapes_leave_nothing_waiting_for_their_deadline(
+    scraper: tuple[Scraper, Blocking, Blocking],
+) -> None:
+    s, _, _ = scraper
+    for _ in range(300):
+        s.scrape(["slow", "fast"], 60).result(30)
+    # Each scrape cancelled its two deadline entries (the start of the last collectors and
+    # its end) when it finished: a busy exporter keeps no scrape alive for a minute.
+    assert s._deadlines.pending() == 0
+
+
+def test_collector_flags_come_from_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    args = serve_parser().parse_args(["--no-collector.vmstat", "--no-collector.process"])
+    assert (args.vmstat_collector, args.process_collector, args.ksm_collector) == (
+        False,
+        False,
+        True,
+    )
+    assert serve_parser().parse_args(["--collector.exporter"]).exporter_collector is True
+    with pytest.raises(SystemExit):
+        serve_parser().parse_args(["--collector.nope"])
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_only_the_selected_collectors_run(scraper: tuple[Scraper, Blocking, Blocking]) -> None:
     s, slow, fast = scraper
     only = samples_of(s.scrape(["fast"], 5))
