@@ -183,3 +183,20 @@ def test_threads_carry_their_names_for_the_kernel(tmp_path: Path) -> None:
             what="named threads",
         )
         assert "ksm-watcher" in names
+
+
+def test_hidden_processes_are_absent_and_said_once(tmp_path: Path) -> None:
+    """A /proc without pid 1 (hidepid, ProtectProc=invisible): the figures that need every
+    process are absent, never 0, their collectors fail, and one warning at start says why."""
+    with run_exporter(copy_fixture("linux-6.18", tmp_path), tmp=tmp_path) as exporter:
+        for _ in range(3):
+            m = exporter.metrics()
+            for name in ("ksmtuned_running", "ksmtuned_committed_bytes", "ksmtuned_would_run"):
+                assert name not in m
+            assert "ksm_ksmd_cpu_seconds_total" not in m
+            for c in ("ksmtuned", "ksmd", "process"):
+                assert m[f'ksm_scrape_collector_success{{collector="{c}"}}'] == 0
+            assert m["ksmtuned_threshold_bytes"] > 0  # meminfo and the config: readable
+        log = exporter.log()
+        assert log.count("/proc hides other users' processes") == 1, log
+        assert "ksmtuned, ksmd and per-VM figures are left out" in log

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ksm_exporter import flags
+from ksm_exporter.collectors import source
 from ksm_exporter.collectors.ksmd import KsmdCollector
 from ksm_exporter.collectors.ksmtuned import KsmtunedCollector
 from ksm_exporter.collectors.process import VmProcessCollector
@@ -315,8 +316,6 @@ def test_one_walk_of_the_process_table_per_scrape(monkeypatch: pytest.MonkeyPatc
     reads: list[Path] = []
     names = c.names.names
     monkeypatch.setattr(c.names, "names", lambda procfs: walks.append(procfs) or names(procfs))
-    from ksm_exporter.collectors import source
-
     real_meminfo = source.read_meminfo
     monkeypatch.setattr(
         source, "read_meminfo", lambda procfs: reads.append(procfs) or real_meminfo(procfs)

@@ -208,8 +208,10 @@ class _Scrape:
 
 
 def assemble(outcomes: Sequence[Outcome]) -> list[Metric]:
-    """The collectors' families, then node_exporter's two metrics about the collectors."""
-    families: list[Metric] = [f for o in outcomes if o.success for f in o.families]
+    """The collectors' families, then node_exporter's two metrics about the collectors. A
+    collector that could observe part of its source keeps the series of that part (its
+    success is 0 all the same); one that missed the deadline has none."""
+    families: list[Metric] = [f for o in outcomes for f in o.families]
     duration = GaugeMetricFamily(
         "ksm_scrape_collector_duration_seconds",
         "How long each collector took in this scrape (for a failed one: how long it was "
