@@ -6,6 +6,7 @@ many scrapes come, and recovers fully when the read returns."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,14 @@ def test_a_hung_read(tmp_path: Path, file: str) -> None:
         wait_until(lambda: exp.get("/-/healthy") == (200, "OK\n"), what="healthy again")
         assert f"collector {min(stuck)} reads again" in exp.log()
         assert thread_count(exp.proc.pid) <= MAX_THREADS
+
+
+def test_sigterm_with_a_read_stuck_for_good(tmp_path: Path) -> None:
+    """A stuck read must not keep the exporter from stopping."""
+    root = copy_fixture("procfs-vms", tmp_path)
+    with run_exporter(root, tmp=tmp_path) as exp:
+        wedge(root / "sys/kernel/mm/ksm/pages_volatile")  # never released
+        status, body = exp.get("/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "1"})
+        assert status == 200 and success(parse_samples(body))["ksm"] == 0
+        exp.proc.send_signal(signal.SIGTERM)
+        assert exp.proc.wait(20) == 0, exp.log()

@@ -1,5 +1,6 @@
-"""Scrapes with deadlines: each collector runs as its own task in a bounded pool, and a
-scrape answers by its deadline with whatever finished.
+"""Scrapes with deadlines: each collector runs as its own task off the HTTP loop, on a
+bounded set of threads (one per collector), and a scrape answers by its deadline with
+whatever finished.
 
 - The deadline is X-Prometheus-Scrape-Timeout-Seconds less TIMEOUT_MARGIN (time to render
   and send), or DEFAULT_TIMEOUT when Prometheus did not say.
@@ -7,8 +8,8 @@ scrape answers by its deadline with whatever finished.
   ksm_scrape_collector_success{collector} 0, and its series are left out.
 - A collector whose read is still running past the deadline of the scrape that started it
   is stuck: it is not started again (later scrapes mark it failed at once), so at most one
-  thread per collector is ever busy, and the pool (one worker per collector) never grows
-  however many scrapes arrive. When the read returns, the next scrape starts it afresh.
+  thread per collector is ever busy, and their number never grows however many scrapes
+  arrive. When the read returns, the next scrape starts it afresh.
 - A collector still running within its deadline is joined by a concurrent scrape rather
   than started twice.
 """
@@ -18,11 +19,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -61,6 +64,39 @@ class Outcome:
     families: tuple[Metric, ...]
     success: bool
     duration: float
+
+
+class _Worker:
+    """The thread of one collector. The scraper never has two reads of a collector in
+    flight, so one thread each is all the pool there is. Not a ThreadPoolExecutor: its
+    workers are joined at interpreter exit, so a read stuck for good would keep the
+    exporter from ever exiting; these are daemon threads, started at the first read."""
+
+    def __init__(self, name: str) -> None:
+        self.name = f"ksm-collect-{name}"
+        self._queue: queue.SimpleQueue[tuple[Future[Outcome], Callable[[], Outcome]] | None]
+        self._queue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[[], Outcome]) -> Future[Outcome]:
+        future: Future[Outcome] = Future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+        self._queue.put((future, fn))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as e:  # handed to whoever waits on the future
+                    future.set_exception(e)
 
 
 class _Run:
@@ -243,11 +279,9 @@ class Scraper:
         self.context = context
         self.notices = notices
         self.last = frozenset(last)  # started after the others: they report on their reads
-        # One worker per collector: a collector never has two reads in flight, so the
-        # pool never queues, and stuck reads cannot starve the others.
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, len(self.collectors)), thread_name_prefix="ksm-collect"
-        )
+        # One thread per collector: a collector never has two reads in flight, so nothing
+        # queues, and a stuck read cannot starve the others.
+        self._workers = {name: _Worker(name) for name in self.collectors}
         self._deadlines = Deadlines()
         self._lock = threading.Lock()
         self._inflight: dict[str, _Run] = {}
@@ -303,7 +337,7 @@ class Scraper:
                 if name in self._stuck:
                     self._stuck.discard(name)
                     log.info("collector %s reads again", name)
-                run = _Run(self._pool.submit(self._collect, name, ctx), deadline)
+                run = _Run(self._workers[name].submit(partial(self._collect, name, ctx)), deadline)
                 self._inflight[name] = run
                 runs[name] = run
         return runs
@@ -319,4 +353,6 @@ class Scraper:
         return Outcome(name, collected.families, missing is None, time.perf_counter() - started)
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Let idle workers end; one stuck on a read is a daemon thread and ends with us."""
+        for worker in self._workers.values():
+            worker.stop()
