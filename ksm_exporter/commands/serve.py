@@ -208,14 +208,8 @@ def build(args: argparse.Namespace) -> Daemon:
     names = process_name_cache(args.process_pattern if "process" in enabled else None)
     collectors = build_collectors(enabled, sources)
     scraper = Scraper(collectors, scrape_context(sources, names), notices, RUN_LAST)
-    # The server is made before the liveness check that needs its loop; the app asks
-    # through `live`, set right after.
-    live: list[Liveness] = []
-    watched = Watched(
-        snapshot=lambda: watcher.last,
-        transitions=tracker.state,
-        health=lambda: live[0](),
-    )
+    liveness = Liveness(watcher.health)
+    watched = Watched(snapshot=lambda: watcher.last, transitions=tracker.state, health=liveness)
     app = ExporterApp(scraper, watched, args.telemetry_path)
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
     limits = Limits(max_connections=args.max_connections)
@@ -223,8 +217,8 @@ def build(args: argparse.Namespace) -> Daemon:
     # The exporter collector renders the server's counters too (--web.disable-exporter-
     # metrics leaves them out with the process metrics).
     sources.exporter_extras.append(lambda: connection_metrics(server.connection_counters()))
-    live.append(Liveness(watcher.health, server.seconds_since_turn))
-    daemon = Daemon(monitor, watcher, scraper, server, live[0])
+    liveness.seconds_since_turn = server.seconds_since_turn
+    daemon = Daemon(monitor, watcher, scraper, server, liveness)
     if args.reload_args_file:
         daemon.reloaders.append(args_file_reloader(args.reload_args_file, args))
     if args.web_config_file:
