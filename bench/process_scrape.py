@@ -3,11 +3,11 @@
     python -m bench.process_scrape [--processes 10000] [--vms 200] [--runs 30]
 
 Builds a fake procfs of --processes processes, --vms of them qemu (tests/fake_procfs.py),
-and times each step of a scrape, then the whole /metrics body of the exporter's registry
-(the KSM sysfs collector on the linux-6.18 fixture, settle, and the process collector).
+and times each step of a scrape, then the whole /metrics body of the exporter's collectors
+(every collector of the registry, KSM from the linux-6.18 fixture) run by its scraper.
 The first row is the floor: the bare open/read/close of every /proc/PID/comm, which any
 fresh look at every process's name costs (the first scrape pays it; later ones keep names,
-see ksm_exporter/process_names.py).
+see ksm_exporter/collectors/process_names.py).
 """
 
 from __future__ import annotations
@@ -23,22 +23,61 @@ from pathlib import Path
 
 import psutil
 from prometheus_client import generate_latest
-from prometheus_client.registry import CollectorRegistry
 
 from ksm_exporter.collectors.process_names import ProcessNameCache
-from ksm_exporter.collectors.procfs import ProcfsCollector, ProcfsOptions
-from ksm_exporter.collectors.settle import SettleCollector
-from ksm_exporter.commands.serve import build_registry
+from ksm_exporter.collectors.registry import (
+    COLLECTORS,
+    RUN_LAST,
+    Sources,
+    build_collectors,
+    process_name_cache,
+    scrape_context,
+)
+from ksm_exporter.collectors.source import ScrapeContext, SourceCollector
+from ksm_exporter.daemon.scrape import Scraper
+from ksm_exporter.model.defaults import QEMU_PATTERN
 from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.ksmtuned import committed_kb
 from ksm_exporter.readers.processes import read_process_names
-from ksm_exporter.readers.vm_processes import QEMU_PATTERN, read_vm_processes
-from ksm_exporter.state.monitor import KsmMonitor, ReadErrors
+from ksm_exporter.readers.vm_processes import read_vm_processes
+from ksm_exporter.state.notices import Notices
+from ksm_exporter.state.read_errors import ProcessReadErrors, ReadErrors
 from ksm_exporter.state.settle import SettleTracker
 from ksm_exporter.state.transitions import TransitionTracker
+from tests.collect import Families
 from tests.fake_procfs import write_compute_node
 from tests.support import FIXTURES
+
+# The collectors that read the process table (the rest read sysfs, meminfo or state).
+PROCESS_TABLE = ("process", "ksmd", "ksmtuned", "vmstat")
+
+
+def exporter_collectors(proc: Path) -> tuple[dict[str, SourceCollector], Sources]:
+    notices = Notices()
+    sources = Sources(
+        paths=Paths(FIXTURES / "linux-6.18" / "sys", proc),
+        page_size=page_size(),
+        read_errors=ReadErrors(notices),
+        process_errors=ProcessReadErrors(notices),
+        tracker=TransitionTracker(),
+        settle=SettleTracker(),
+        state_file=None,
+        process_pattern=re.compile(QEMU_PATTERN),
+        process_max=200,
+        ksmtuned_config=FIXTURES / "ksmtuned" / "stock.conf",
+        exporter_metrics=False,
+    )
+    return build_collectors([c.name for c in COLLECTORS], sources), sources
+
+
+def process_table_body(
+    collectors: dict[str, SourceCollector], context: Callable[[], ScrapeContext]
+) -> bytes:
+    """The process-table collectors of one scrape, one after the other, as text."""
+    ctx = context()
+    families = [f for name in PROCESS_TABLE for f in collectors[name].collect(ctx).families]
+    return generate_latest(Families(families))  # type: ignore[arg-type]
 
 
 def bare_comm_reads(proc: Path) -> int:
@@ -85,13 +124,20 @@ def main() -> None:
         proc = write_compute_node(Path(tmp), args.processes, args.vms)
         pattern = re.compile(QEMU_PATTERN)
         names = read_process_names(proc)
-        monitor = KsmMonitor(Paths(FIXTURES / "linux-6.18" / "sys", proc), TransitionTracker())
-        settle = SettleTracker()
-        monitor.add_snapshot_observer(settle.observe_snapshot)
-        options = ProcfsOptions(pattern, 200, FIXTURES / "ksmtuned" / "stock.conf")
-        procfs = ProcfsCollector(proc, options, monitor.read_errors)
-        registry = build_registry(monitor, False, [SettleCollector(settle), procfs])
-        cache = ProcessNameCache(procfs._name_matters)
+        collectors, sources = exporter_collectors(proc)
+        context = scrape_context(sources, process_name_cache(pattern))
+        scraper = Scraper(collectors, context, Notices(), RUN_LAST)
+        cache: ProcessNameCache = process_name_cache(pattern)
+
+        def first_scrape() -> bytes:  # no names known yet
+            return process_table_body(
+                collectors, scrape_context(sources, process_name_cache(pattern))
+            )
+
+        def whole_body() -> bytes:
+            families = scraper.scrape(list(collectors), 10).result()
+            return generate_latest(Families(families))  # type: ignore[arg-type]
+
         steps: list[tuple[str, Callable[[], object]]] = [
             (
                 f"floor: open/read/close of {args.processes} comm files",
@@ -108,12 +154,12 @@ def main() -> None:
                 f"ksmtuned committed: statm of {args.vms}",
                 lambda: committed_kb(proc, names, page_size()),
             ),
-            ("process collector, text format", lambda: generate_latest_of(procfs)),
             (
-                "first scrape: process collector, no names known yet",
-                lambda: generate_latest_of(ProcfsCollector(proc, options, ReadErrors())),
+                "process-table collectors, text format",
+                lambda: process_table_body(collectors, context),
             ),
-            ("whole /metrics body (the scrape)", lambda: generate_latest(registry)),
+            ("first scrape: process-table collectors, no names yet", first_scrape),
+            ("whole /metrics body (the scrape)", whole_body),
         ]
         print(f"{args.processes} processes, {args.vms} VMs, {args.runs} runs; milliseconds\n")
         print(f"| {'step':<52} | {'min':>6} | {'median':>6} | {'p95':>6} |")
@@ -122,12 +168,6 @@ def main() -> None:
             times.sort()
             median, p95 = statistics.median(times), percentile(times, 0.95)
             print(f"| {label:<52} | {times[0]:6.1f} | {median:6.1f} | {p95:6.1f} |")
-
-
-def generate_latest_of(collector: ProcfsCollector) -> bytes:
-    registry = CollectorRegistry()
-    registry.register(collector)
-    return generate_latest(registry)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from ksm_exporter import __version__
-from ksm_exporter.daemon.logging_setup import LEVELS
-from ksm_exporter.readers.ksmtuned_conf import DEFAULT_PATH as DEFAULT_KSMTUNED_CONFIG
-from ksm_exporter.readers.vm_processes import VM_PATTERN
-from ksm_exporter.state.settle import DEFAULT_FULL_SCANS as DEFAULT_SETTLE_FULL_SCANS
+from ksm_exporter.collectors.registry import COLLECTORS
+from ksm_exporter.model.defaults import KSMTUNED_CONFIG as DEFAULT_KSMTUNED_CONFIG
+from ksm_exporter.model.defaults import LOG_LEVELS as LEVELS
+from ksm_exporter.model.defaults import SETTLE_FULL_SCANS as DEFAULT_SETTLE_FULL_SCANS
+from ksm_exporter.model.defaults import VM_PATTERN
 
 DEFAULT_LISTEN = ":9941"
 
@@ -210,15 +211,22 @@ def serve_parser() -> OneLineParser:
     return p
 
 
+def collector_dest(name: str) -> str:
+    """The argparse dest of --[no-]collector.NAME."""
+    return f"{name}_collector"
+
+
 def add_collector_flags(p: argparse.ArgumentParser) -> None:
-    """Per-VM KSM, ksmtuned's inputs, settle detection (docs/per-vm.md)."""
-    p.add_argument(
-        "--collector.process",
-        dest="process_collector",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="export KSM per matching process, ksm_process_* (on by default)",
-    )
+    """--[no-]collector.NAME for every collector of the registry, and the collectors'
+    options: per-VM KSM, ksmtuned's inputs, settle detection (docs/per-vm.md)."""
+    for c in COLLECTORS:
+        p.add_argument(
+            f"--collector.{c.name}",
+            dest=collector_dest(c.name),
+            action=argparse.BooleanOptionalAction,
+            default=c.default,
+            help=f"{c.help} (default {'on' if c.default else 'off'})",
+        )
     p.add_argument(
         "--collector.process.pattern",
         dest="process_pattern",
@@ -338,7 +346,7 @@ def workload_shape(text: str) -> tuple[int, int]:
 def experiment_parser() -> OneLineParser:
     p = OneLineParser(
         prog="ksm-exporter experiment",
-        description="Run the seed's KSM test flow (stop KSM, unmerge, drop caches, measure, "
+        description="Run the KSM test report's flow (stop KSM, unmerge, drop caches, measure, "
         "start KSM, wait until pages_sharing is stable, run the workload, measure) and print "
         "the two result matrices. Root only; every KSM setting is restored afterwards.",
     )

@@ -151,7 +151,8 @@ def write_compute_node(root: Path, processes: int, vms: int, page_size: int = 40
         "MemAvailable:   211352878 kB\nBuffers:          1048576 kB\nCached:          8388608 kB\n"
     )
     (proc / "vmstat").write_text("nr_free_pages 26419109\ncow_ksm 123456\nksm_swpin_copy 7\n")
-    write_process(proc, 2, "kthreadd", kernel_thread=True)
+    # pid 1 makes the table complete (without it, other users' processes count as hidden).
+    write_process(proc, 1, "systemd", cmdline=["/sbin/init"])
     write_process(proc, 37, "ksmd", kernel_thread=True, utime=0, stime=987654)
     every = (processes - 2) // vms
     vm = 0

@@ -62,6 +62,45 @@ def unwedge_run(root: Path, value: int) -> None:
     write_ksm(root, "run", value)
 
 
+@dataclass
+class Wedge:
+    """A file replaced by a FIFO holding its content back: a read of it hangs in open(),
+    like a read of a process's files while its mmap lock is held."""
+
+    path: Path
+    content: bytes
+
+    def release(self) -> None:
+        """The file comes back, and every read stuck on the FIFO gets its content."""
+        fifo = self.path.with_name(self.path.name + ".fifo")
+        os.rename(self.path, fifo)  # the stuck reads keep the FIFO's inode
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_bytes(self.content)
+        os.replace(tmp, self.path)
+        try:  # a stuck read waits for a writer; without one, ENXIO: nobody to answer
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            fifo.unlink()
+            return
+        try:
+            os.set_blocking(fd, True)
+            os.write(fd, self.content)
+        finally:
+            os.close(fd)
+            fifo.unlink()
+
+
+def wedge(path: Path) -> Wedge:
+    content = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)
+    return Wedge(path, content)
+
+
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
 def free_port() -> int:
     """A port free now. Racy (another process may take it before the exporter binds it):
     only for tests that must know the port before the exporter starts. run_exporter

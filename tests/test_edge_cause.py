@@ -37,6 +37,8 @@ from ksm_exporter.readers import Paths
 from ksm_exporter.readers.edge_inputs import edge_context
 from ksm_exporter.readers.meminfo import read_meminfo
 from ksm_exporter.state.monitor import KsmMonitor
+from ksm_exporter.state.notices import Notices
+from ksm_exporter.state.read_errors import ReadErrors
 from ksm_exporter.state.state_file import StateFile
 from ksm_exporter.state.transitions import Transition, TransitionTracker
 
@@ -105,7 +107,13 @@ def node(tmp_path: Path, **kwargs: object) -> tuple[Path, KsmMonitor]:
     write_ksm(root, "run", 0)
     write_ksmtuned_node(root / "proc", page_size=PAGE, **kwargs)  # type: ignore[arg-type]
     explain = partial(edge_context, root / "proc", STOCK_CONF, PAGE)
-    monitor = KsmMonitor(Paths(root / "sys", root / "proc"), TransitionTracker(), None, explain)
+    monitor = KsmMonitor(
+        Paths(root / "sys", root / "proc"),
+        TransitionTracker(),
+        ReadErrors(Notices()),
+        None,
+        explain,
+    )
     monitor.poll()  # the first look: no edge
     return root, monitor
 
@@ -148,7 +156,7 @@ def test_ksmtuned_starts_and_stops_ksm_as_memory_crosses_its_threshold(tmp_path:
         (RunState.RUNNING, Cause.OTHER): 1,
     }
     # The landing page's table: ksmtuned's free memory against its threshold, the cause.
-    page = render_landing(monitor.scrape(), monitor.tracker_state(), "/metrics")
+    page = render_landing(monitor.poll(), monitor.tracker_state(), "/metrics")
     assert "<td>5529 &lt; 6553</td><td class=l>ksmtuned</td>" in page
     assert "<td>7577 &gt; 6553</td><td class=l>ksmtuned</td>" in page
     assert "<td>7577 &gt; 6553</td><td class=l>other</td>" in page
@@ -362,7 +370,12 @@ def test_a_failing_explanation_still_records_the_edge(tmp_path: Path) -> None:
         raise RuntimeError("a bug in reading the edge's inputs")
 
     root = copy_fixture("linux-6.18", tmp_path)
-    monitor = KsmMonitor(Paths(root / "sys", root / "proc"), TransitionTracker(), None, broken)
+    monitor = KsmMonitor(
+        Paths(root / "sys", root / "proc"),
+        TransitionTracker(),
+        ReadErrors(Notices()),
+        explain_edge=broken,
+    )
     monitor.poll()
     t = edge(root, monitor, 1)
     assert t.cause is Cause.UNKNOWN and t.mem_free_bytes is not None

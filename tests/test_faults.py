@@ -83,7 +83,7 @@ def test_meminfo_vanishing_is_counted_and_survived(tmp_path: Path) -> None:
         (root / "proc/meminfo.away").rename(meminfo)
         count = metric(exp, key)
         assert metric(exp, key) == count  # readable again: no longer counted
-        assert "meminfo readable again" in exp.log()
+        wait_until(lambda: "meminfo readable again" in exp.log(), what="the recovery logged")
 
 
 @contextlib.contextmanager

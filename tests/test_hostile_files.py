@@ -13,11 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 
-from ksm_exporter.collectors.ksm import KsmCollector
 from ksm_exporter.model.derived import page_size
-from ksm_exporter.readers import Paths, parse_kernel_int, read_regular_file
+from ksm_exporter.readers import parse_kernel_int, read_regular_file
 from ksm_exporter.readers.ksmtuned_conf import (
     KsmtunedConfig,
     parse_ksmtuned_conf,
@@ -27,11 +25,10 @@ from ksm_exporter.readers.meminfo import parse_meminfo
 from ksm_exporter.readers.process_ksm import parse_ksm_stat, read_process_ksm
 from ksm_exporter.readers.processes import list_pids, parse_stat, read_rss_pages
 from ksm_exporter.readers.vmstat import parse_vmstat
-from ksm_exporter.state.monitor import KsmMonitor
-from ksm_exporter.state.transitions import TransitionTracker
 
+from .collect import ksm_scrapes
 from .fake_procfs import stat_line
-from .support import copy_fixture, parse_samples, run_exporter, wait_until
+from .support import copy_fixture, run_exporter, wait_until
 from .test_procfs_collector import collector, scrape
 
 HUGE = "9" * 400
@@ -119,10 +116,7 @@ def test_a_scrape_with_400_digit_numbers_everywhere_answers_and_counts(tmp_path:
     (proc / "1001" / "ksm_stat").write_text(f"ksm_rmap_items {HUGE}\nksm_merging_pages 1\n")
     (root / "sys/kernel/mm/ksm/pages_shared").write_text(HUGE + "\n")
     procfs = collector(proc)
-    monitor = KsmMonitor(Paths(root / "sys", proc), TransitionTracker(10))
-    registry = CollectorRegistry()
-    registry.register(KsmCollector(monitor))
-    samples = parse_samples(generate_latest(registry).decode())
+    samples = ksm_scrapes(root).scrape()
     procfs_samples = scrape(procfs)
     assert "ksm_pages_shared" not in samples and "ksm_memory_total_bytes" not in samples
     assert samples['ksm_exporter_read_errors_total{file="pages_shared"}'] == 1
@@ -130,7 +124,8 @@ def test_a_scrape_with_400_digit_numbers_everywhere_answers_and_counts(tmp_path:
     assert "ksm_cow_breaks_total" not in procfs_samples
     assert "ksm_ksmd_cpu_seconds_total" not in procfs_samples
     assert procfs_samples['ksm_process_read_errors_total{reason="unreadable"}'] == 1
-    assert procfs.read_errors.counts() == {"vmstat": 1, "ksmd/stat": 1}
+    # meminfo: read once per scrape, by the ksmtuned collector here.
+    assert procfs.read_errors.counts() == {"vmstat": 1, "ksmd/stat": 1, "meminfo": 1}
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "directory", "too large"])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ksm_exporter.collectors.registry import process_name_cache
 from ksm_exporter.readers.ksmtuned import (
     committed_kb,
     ksmtuned_alive,
@@ -183,6 +184,7 @@ def proxmox_node(root: Path) -> Path:
     """A kvm guest (PSS 300000 kB, 200000 resident pages), a qemu-kvm one (1000 pages),
     and a kernel thread named kvm."""
     proc = root / "proc"
+    write_process(proc, 1, "systemd", cmdline=["/sbin/init"])  # a complete process table
     kvm = write_process(proc, 500, "kvm", cmdline=["/usr/bin/kvm", "-id", "100"], rss_pages=200000)
     (kvm / "smaps_rollup").write_text(
         "5586a000-7ffd9000 ---p 00000000 00:00 0   [rollup]\n"
@@ -213,7 +215,7 @@ def test_committed_unknown_when_a_kvm_pss_is_unreadable(tmp_path: Path) -> None:
     samples = scrape(c)
     assert "ksmtuned_committed_bytes" not in samples
     assert "ksmtuned_would_run" not in samples
-    assert c.read_errors.counts() == {"smaps_rollup": 1}
+    assert c.read_errors.counts() == {"smaps_rollup": 1, "meminfo": 1}  # no meminfo here
     # The rest of ksmtuned's inputs do not depend on it.
     assert samples["ksmtuned_running"] == 0
 
@@ -228,6 +230,6 @@ def test_ps_metric_from_the_configuration() -> None:
 
 def test_kvm_names_are_checked_at_every_scrape_whatever_the_pattern(tmp_path: Path) -> None:
     # ksmtuned's count needs them, even when --collector.process.pattern leaves them out.
-    c = collector(proxmox_node(tmp_path), pattern=None)
-    assert c._name_matters("kvm") and c._name_matters("qemu-kvm")
-    assert not c._name_matters("kvm-pit/500")
+    matters = process_name_cache(None).matters
+    assert matters("kvm") and matters("qemu-kvm")
+    assert not matters("kvm-pit/500")

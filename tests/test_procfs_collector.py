@@ -1,4 +1,4 @@
-"""The process-table collector on fake procfs trees: per-VM KSM, ksmtuned, ksmd, vmstat."""
+"""The process-table collectors on fake procfs trees: per-VM KSM, ksmtuned, ksmd, vmstat."""
 
 from __future__ import annotations
 
@@ -10,24 +10,28 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.registry import CollectorRegistry
 
 from ksm_exporter import flags
-from ksm_exporter.collectors.procfs import ProcfsCollector, ProcfsOptions
+from ksm_exporter.collectors import source
+from ksm_exporter.collectors.ksmd import KsmdCollector
+from ksm_exporter.collectors.ksmtuned import KsmtunedCollector
+from ksm_exporter.collectors.process import VmProcessCollector
+from ksm_exporter.collectors.source import HIDDEN, SourceCollector
+from ksm_exporter.collectors.vmstat import VmstatCollector
 from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.vm_processes import (
     QEMU_PATTERN,
     VM_PATTERN,
-    ProcessReadErrors,
     ProcessReport,
     read_vm_processes,
 )
-from ksm_exporter.state.monitor import ReadErrors
+from ksm_exporter.state.notices import Notices
+from ksm_exporter.state.read_errors import ProcessReadErrors
 
 from .as_nobody import run_as_nobody
-from .support import FIXTURES, copy_fixture, parse_samples, run_exporter
+from .collect import Scrapes, new_read_errors, with_pattern
+from .support import FIXTURES, copy_fixture, run_exporter
 
 STOCK_CONF = FIXTURES / "ksmtuned" / "stock.conf"
 QEMU = re.compile(QEMU_PATTERN)
@@ -40,14 +44,21 @@ def collector(
     pattern: re.Pattern[str] | None = QEMU,
     limit: int = 200,
     config: Path = STOCK_CONF,
-) -> ProcfsCollector:
-    return ProcfsCollector(proc, ProcfsOptions(pattern, limit, config), ReadErrors())
+) -> Scrapes:
+    """The process, ksmtuned, ksmd and vmstat collectors (process: unless `pattern` is
+    None), sharing one process table per scrape as the daemon's do."""
+    errors = new_read_errors()
+    collectors: dict[str, SourceCollector] = {}
+    if pattern is not None:
+        collectors["process"] = VmProcessCollector(pattern, limit, ProcessReadErrors(Notices()))
+    collectors["ksmtuned"] = KsmtunedCollector(config, page_size(), errors)
+    collectors["ksmd"] = KsmdCollector(errors)
+    collectors["vmstat"] = VmstatCollector(errors)
+    return with_pattern(Scrapes(proc, collectors, errors), pattern)
 
 
-def scrape(c: ProcfsCollector) -> dict[str, float]:
-    registry = CollectorRegistry()
-    registry.register(c)
-    return parse_samples(generate_latest(registry).decode())
+def scrape(c: Scrapes) -> dict[str, float]:
+    return c.scrape()
 
 
 def vm_labels(pid: int, vm: str, vmid: str = "", uuid: str = "", namespace: str = "") -> str:
@@ -149,11 +160,50 @@ def test_old_kernel() -> None:
 
 
 def test_fixture_trees_without_processes() -> None:
-    samples = scrape(collector(FIXTURES / "linux-6.18" / "proc"))
-    assert samples["ksmtuned_committed_bytes"] == 0
-    assert samples["ksmtuned_running"] == 0
+    # No pid 1: a process table that does not show every process. ksmtuned's and ksmd's
+    # figures are left out rather than reported as "not running" / 0.
+    c = collector(FIXTURES / "linux-6.18" / "proc")
+    samples = scrape(c)
+    for name in ("ksmtuned_committed_bytes", "ksmtuned_running", "ksmtuned_would_run"):
+        assert name not in samples
+    assert samples["ksmtuned_threshold_bytes"] > 0  # meminfo and the config are readable
     assert "ksm_ksmd_cpu_seconds_total" not in samples
     assert "ksm_cow_breaks_total" not in samples
+    assert not [k for k in samples if k.startswith("ksm_process_")]
+    assert {n: r.missing for n, r in c.last.items()} == {
+        "process": HIDDEN,
+        "ksmtuned": HIDDEN,
+        "ksmd": HIDDEN,
+        "vmstat": None,
+    }
+
+
+def test_processes_of_other_users_hidden(tmp_path: Path) -> None:
+    """hidepid=invisible / ProtectProc=invisible: /proc lists our own processes only, so
+    pid 1, kthreadd, ksmd, ksmtuned and the qemu processes of other users are missing."""
+    proc = copy_fixture("procfs-vms", tmp_path) / "proc"
+    own = {"3000"}
+    for entry in proc.iterdir():
+        if entry.name.isdigit() and entry.name not in own:
+            shutil.rmtree(entry)
+    shutil.copytree(FIXTURES / "procfs-vms" / "proc" / "1001", proc / "3000")  # "ours"
+    c = collector(proc)
+    samples = scrape(c)
+    for name in (
+        "ksmtuned_running",
+        "ksmtuned_committed_bytes",
+        "ksmtuned_would_run",
+        "ksm_ksmd_cpu_seconds_total",
+        "ksm_process_series_dropped",
+    ):
+        assert name not in samples, name
+    assert c.last["ksmtuned"].missing == HIDDEN and c.last["ksmd"].missing == HIDDEN
+    assert c.last["process"].missing == HIDDEN
+    # The same tree with pid 1 visible: every figure is there again.
+    shutil.copytree(FIXTURES / "procfs-vms" / "proc" / "1", proc / "1")
+    samples = scrape(c)
+    assert samples["ksmtuned_running"] == 0 and samples["ksmtuned_committed_bytes"] > 0
+    assert c.last["ksmtuned"].missing is None
 
 
 def test_a_process_vanishing_mid_read(tmp_path: Path) -> None:
@@ -181,9 +231,11 @@ def test_broken_files_are_counted(tmp_path: Path) -> None:
 def test_unreadable_procfs(tmp_path: Path) -> None:
     c = collector(tmp_path / "absent")
     samples = scrape(c)
-    assert samples["ksmtuned_committed_bytes"] == 0
+    assert "ksmtuned_committed_bytes" not in samples  # no process table
     assert "ksmtuned_threshold_bytes" not in samples  # no meminfo
-    assert c.read_errors.counts() == {"proc": 1}
+    # Each shared read is counted once per scrape, however many collectors use it.
+    assert c.read_errors.counts() == {"proc": 1, "meminfo": 1}
+    assert c.last["ksmtuned"].missing and c.last["ksmd"].missing
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to nobody")
@@ -249,11 +301,14 @@ def test_exporter_serves_them(tmp_path: Path) -> None:
 def test_unreadable_processes_are_logged_when_they_start_and_stop(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    errors = ProcessReadErrors()
+    notices = Notices()
+    errors = ProcessReadErrors(notices)
     failing = ProcessReport(processes=(), unreadable=2, first_error="/proc/7: denied")
-    with caplog.at_level(logging.INFO, logger="ksm_exporter.readers.vm_processes"):
+    with caplog.at_level(logging.INFO, logger="ksm_exporter.state.read_errors"):
         for report in (failing, failing, ProcessReport(processes=(), vanished=1), failing):
             errors.record(report)
+        assert caplog.records == []  # a scrape never logs: the watcher thread does
+        notices.flush()
     assert [r.getMessage() for r in caplog.records] == [
         "cannot read the KSM state of 2 matching processes (run as root or with "
         "CAP_DAC_READ_SEARCH): /proc/7: denied",
@@ -262,3 +317,21 @@ def test_unreadable_processes_are_logged_when_they_start_and_stop(
         "CAP_DAC_READ_SEARCH): /proc/7: denied",
     ]
     assert errors.counts() == {"vanished": 1, "unreadable": 6}
+
+
+def test_one_walk_of_the_process_table_per_scrape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """process, ksmd and ksmtuned share one listing of /proc and one meminfo read."""
+    c = collector(FIXTURES / "procfs-vms" / "proc")
+    walks: list[Path] = []
+    reads: list[Path] = []
+    names = c.names.names
+    monkeypatch.setattr(c.names, "names", lambda procfs: walks.append(procfs) or names(procfs))
+    real_meminfo = source.read_meminfo
+    monkeypatch.setattr(
+        source, "read_meminfo", lambda procfs: reads.append(procfs) or real_meminfo(procfs)
+    )
+    samples = scrape(c)
+    assert samples["ksmtuned_running"] == 1 and samples["ksm_ksmd_cpu_seconds_total"] > 0
+    assert len(walks) == 1 and len(reads) == 1
+    scrape(c)
+    assert len(walks) == 2 and len(reads) == 2

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from .dashboard_queries import all_queries, families, fill, load_dashboard
+from .fake_procfs import write_process
 from .scripts import load_script
 from .support import (
     FIXTURES,
@@ -162,6 +163,11 @@ def node_tree(tmp: Path, name: str) -> Path:
         # A compute node with VMs: qemu processes with ksm_stat, ksmd, vmstat, ksmtuned.
         shutil.rmtree(root / "proc")
         shutil.copytree(FIXTURES / "procfs-vms/proc", root / "proc", symlinks=True)
+    else:
+        # No VMs, no ksmtuned; pid 1 visible, so the process table is complete (a /proc
+        # without it hides processes, and the ksmtuned figures would be left out).
+        write_process(root / "proc", 1, "systemd", cmdline=["/sbin/init"])
+        write_process(root / "proc", 2, "kthreadd", kernel_thread=True)
     if name == "c":
         # A file the kernel would never write: skipped and counted as a read error
         # (the exporter health row shows it).

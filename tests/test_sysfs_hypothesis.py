@@ -19,16 +19,16 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ksm_exporter.collectors.exporter import ExporterCollector
 from ksm_exporter.collectors.ksm import KsmCollector
 from ksm_exporter.collectors.ksm_files import BY_FILE
+from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.sysfs_ksm import SIGNED_FILES
-from ksm_exporter.state.monitor import KsmMonitor
-from ksm_exporter.state.transitions import TransitionTracker
 
+from .collect import Scrapes, ksm_scrapes, new_read_errors
 from .scripts import HAVE_PROMTOOL, PROMTOOL
 from .support import FIXTURES, parse_samples, run_exporter
 
@@ -105,7 +105,7 @@ def check(samples: dict[str, float], before: dict[str, float], contents: dict) -
                 assert samples[f'ksm_advisor_mode{{mode="{want}"}}'] == 1
         else:
             m = BY_FILE[name]
-            exact = want * m.scale if m.scale != 1.0 else want  # type: ignore[operator]
+            exact = want / m.divisor if m.divisor != 1 else want  # type: ignore[operator]
             assert samples[m.name] == float(exact), (name, data[:60])
             assert samples.get(errors_key, 0) == before.get(errors_key, 0), name
     assert samples["ksm_up"] == 1
@@ -122,12 +122,15 @@ def tree() -> Iterator[Path]:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(contents=ksm_contents())
 def test_collector_keeps_good_values_and_counts_broken_files(tree: Path, contents: dict) -> None:  # type: ignore[type-arg]
-    monitor = KsmMonitor(Paths(tree / "sys", tree / "proc"), TransitionTracker(10))
-    registry = CollectorRegistry()
-    registry.register(KsmCollector(monitor))
+    paths = Paths(tree / "sys", tree / "proc")
+    errors = new_read_errors()
+    ksm = KsmCollector(paths.ksm_dir, page_size(), errors)
+    scrapes = Scrapes(
+        paths.procfs, {"ksm": ksm, "exporter": ExporterCollector(errors, None, False)}, errors
+    )
     write_tree(tree / "sys/kernel/mm/ksm", contents)
-    before = parse_samples(generate_latest(registry).decode())  # counts from one read
-    samples = parse_samples(generate_latest(registry).decode())
+    before = scrapes.scrape()  # counts from one read
+    samples = scrapes.scrape()
     check(samples, before, contents)
 
 
@@ -170,11 +173,7 @@ CLASHING_NAMES = [
 
 
 def scrape_ksm(root: Path) -> str:
-    registry = CollectorRegistry()
-    registry.register(
-        KsmCollector(KsmMonitor(Paths(root / "sys", root / "proc"), TransitionTracker(10)))
-    )
-    return generate_latest(registry).decode()
+    return ksm_scrapes(root).text()
 
 
 def promtool_problems(body: str) -> str:

@@ -14,7 +14,9 @@ class FileMetric:
     name: str
     kind: str  # "gauge" or "counter"
     help: str
-    scale: float = 1.0  # multiply the file's value by this (milliseconds -> seconds ...)
+    # Divide the file's value by this (milliseconds -> seconds, percent -> ratio): a
+    # division, as 70 * 0.01 would print 0.7000000000000001.
+    divisor: int = 1
 
 
 FILE_METRICS: tuple[FileMetric, ...] = (
@@ -73,7 +75,7 @@ FILE_METRICS: tuple[FileMetric, ...] = (
         "ksm_sleep_seconds",
         "gauge",
         "How long ksmd should sleep before next scan (sleep_millisecs).",
-        scale=0.001,
+        divisor=1000,
     ),
     FileMetric(
         "stable_node_chains_prune_millisecs",
@@ -81,7 +83,7 @@ FILE_METRICS: tuple[FileMetric, ...] = (
         "gauge",
         "How frequently KSM checks the metadata of the pages that hit the deduplication "
         "limit for stale information (stable_node_chains_prune_millisecs).",
-        scale=0.001,
+        divisor=1000,
     ),
     FileMetric(
         "merge_across_nodes",
@@ -139,7 +141,7 @@ FILE_METRICS: tuple[FileMetric, ...] = (
         "gauge",
         "Upper limit of the cpu usage of the ksmd background thread for the scan time "
         "advisor, as a ratio (advisor_max_cpu percent / 100).",
-        scale=0.01,
+        divisor=100,
     ),
     FileMetric(
         "advisor_min_pages_to_scan",

@@ -7,36 +7,45 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.registry import Collector, CollectorRegistry
-
 from ksm_exporter import __version__
-from ksm_exporter.collectors.ksm import KsmCollector
-from ksm_exporter.collectors.procfs import ProcfsCollector, ProcfsOptions
-from ksm_exporter.collectors.settle import SettleCollector
+from ksm_exporter.collectors.process import VmProcessCollector
+from ksm_exporter.collectors.registry import (
+    COLLECTORS,
+    RUN_LAST,
+    Sources,
+    build_collectors,
+    process_name_cache,
+    scrape_context,
+)
+from ksm_exporter.collectors.source import HIDDEN
+from ksm_exporter.daemon.health import Liveness
 from ksm_exporter.daemon.logging_setup import configure, set_level
-from ksm_exporter.daemon.systemd import ServiceNotifier, journal_handler
+from ksm_exporter.daemon.scrape import Scraper
+from ksm_exporter.daemon.systemd import ServiceNotifier, journal_handler, status_line
 from ksm_exporter.daemon.watcher import Watcher
-from ksm_exporter.daemon.web.app import ExporterApp
+from ksm_exporter.daemon.web.app import ExporterApp, Watched
 from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits, ListenAddressError
-from ksm_exporter.daemon.web.server_metrics import ConnectionsCollector
+from ksm_exporter.daemon.web.server_metrics import connection_metrics
 from ksm_exporter.daemon.web.webconfig import (
     WebConfig,
     WebConfigError,
     load_web_config,
     reload_web_config,
 )
-from ksm_exporter.flags import FlagError, flag_names, given_flags, serve_parser
+from ksm_exporter.flags import FlagError, collector_dest, flag_names, given_flags, serve_parser
 from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers import Paths, describe_error, read_regular_file
 from ksm_exporter.readers.edge_inputs import edge_context
+from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.shell_assignments import parse_assignments
 from ksm_exporter.state.monitor import KsmMonitor
+from ksm_exporter.state.notices import Notices
+from ksm_exporter.state.read_errors import ProcessReadErrors, ReadErrors
 from ksm_exporter.state.settle import SettleTracker
 from ksm_exporter.state.state_file import StateFile
 from ksm_exporter.state.transitions import Transition, TransitionTracker
@@ -55,7 +64,9 @@ class Daemon:
 
     monitor: KsmMonitor
     watcher: Watcher
+    scraper: Scraper
     server: ExporterHTTPServer
+    liveness: Liveness
     # Signal handlers only set flags and wake the main loop; the work runs outside them.
     wake: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
@@ -92,32 +103,21 @@ class Daemon:
                 self.reload()
 
 
-def extra_collectors(args: argparse.Namespace, monitor: KsmMonitor) -> list[Collector]:
-    """Per-VM KSM, ksmd's cost, ksmtuned's inputs (one walk of /proc), and settle detection
-    (fed by every snapshot the monitor takes)."""
-    settle = SettleTracker(args.settle_full_scans)
-    monitor.add_snapshot_observer(settle.observe_snapshot)
-    options = ProcfsOptions(
-        process_pattern=args.process_pattern if args.process_collector else None,
-        process_max=args.process_max,
-        ksmtuned_config=args.ksmtuned_config,
-    )
-    return [SettleCollector(settle), ProcfsCollector(args.procfs, options, monitor.read_errors)]
+def enabled_collectors(args: argparse.Namespace) -> list[str]:
+    """The collectors --collector.NAME / --no-collector.NAME leave on, in registry order."""
+    return [c.name for c in COLLECTORS if getattr(args, collector_dest(c.name))]
 
 
-def build_registry(
-    monitor: KsmMonitor, exporter_metrics: bool, extra: Iterable[Collector] = ()
-) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(KsmCollector(monitor))
-    for collector in extra:
-        registry.register(collector)
-    if exporter_metrics:
-        # The exporter's own process: always the real /proc, whatever --path.procfs says.
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
-    return registry
+def warn_if_processes_hidden(procfs: Path, enabled: list[str]) -> None:
+    """One warning at start when /proc hides other users' processes: the collectors that
+    need them then leave their series out (and say so in ksm_scrape_collector_success)."""
+    affected = [name for name in ("process", "ksmd", "ksmtuned") if name in enabled]
+    if affected and read_process_names(procfs).others_hidden:
+        log.warning(
+            "%s: ksmtuned, ksmd and per-VM figures are left out",
+            HIDDEN,
+            extra={"fields": {"procfs": str(procfs), "collectors": ",".join(affected)}},
+        )
 
 
 def web_config_reloader(server: ExporterHTTPServer, path: Path) -> Callable[[], None]:
@@ -164,7 +164,7 @@ def args_file_reloader(path: Path, args: argparse.Namespace) -> Callable[[], Non
         if level != args.log_level:
             set_level(level)
             args.log_level = level
-            log.info("log level changed", extra={"fields": {"level": level}})
+            log.info("log level changed", extra={"fields": {"log_level": level}})
         names = flag_names(parser)
         later = sorted(names[dest] for dest, value in given.items() if value != getattr(args, dest))
         if later:
@@ -178,28 +178,67 @@ def args_file_reloader(path: Path, args: argparse.Namespace) -> Callable[[], Non
 
 def build(args: argparse.Namespace) -> Daemon:
     paths = Paths(args.sysfs, args.procfs)
+    notices = Notices()
+    read_errors = ReadErrors(notices)
     state_file = StateFile(args.state_file) if args.state_file else None
     restored = state_file.load() if state_file else []
     tracker = TransitionTracker(args.max_history, restored)
+    settle = SettleTracker(args.settle_full_scans)
     explain = partial(edge_context, paths.procfs, args.ksmtuned_config, page_size())
-    monitor = KsmMonitor(paths, tracker, state_file, explain)
+    monitor = KsmMonitor(paths, tracker, read_errors, state_file, explain)
     monitor.add_listener(log_transition)
-    watcher = Watcher(monitor, args.watch_interval)
-    extra = extra_collectors(args, monitor)
-    registry = build_registry(monitor, not args.disable_exporter_metrics, extra)
-    procfs = next(c for c in extra if isinstance(c, ProcfsCollector))
-    app = ExporterApp(registry, monitor, watcher.health, args.telemetry_path, procfs.vm_processes)
+    monitor.add_snapshot_observer(settle.observe_snapshot)
+    watcher = Watcher(monitor, args.watch_interval, notices)
+    enabled = enabled_collectors(args)
+    sources = Sources(
+        paths=paths,
+        page_size=page_size(),
+        read_errors=read_errors,
+        process_errors=ProcessReadErrors(notices),
+        tracker=tracker,
+        settle=settle,
+        state_file=state_file,
+        process_pattern=args.process_pattern,
+        process_max=args.process_max,
+        ksmtuned_config=args.ksmtuned_config,
+        exporter_metrics=not args.disable_exporter_metrics,
+    )
+    names = process_name_cache(args.process_pattern if "process" in enabled else None)
+    collectors = build_collectors(enabled, sources)
+    scraper = Scraper(collectors, scrape_context(sources, names), notices, RUN_LAST)
+    liveness = Liveness(watcher.health)
+    process = collectors.get("process")
+    watched = Watched(
+        snapshot=lambda: watcher.last,
+        transitions=tracker.state,
+        health=liveness,
+        vms=(lambda: process.latest) if isinstance(process, VmProcessCollector) else lambda: None,
+    )
+    app = ExporterApp(scraper, watched, args.telemetry_path)
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
     limits = Limits(max_connections=args.max_connections)
     server = ExporterHTTPServer(args.listen_address, app, web, limits)
-    if not args.disable_exporter_metrics:
-        registry.register(ConnectionsCollector(server.connection_counters))
-    daemon = Daemon(monitor, watcher, server)
+    # The exporter collector renders the server's counters too (--web.disable-exporter-
+    # metrics leaves them out with the process metrics).
+    sources.exporter_extras.append(lambda: connection_metrics(server.connection_counters()))
+    liveness.seconds_since_turn = server.seconds_since_turn
+    daemon = Daemon(monitor, watcher, scraper, server, liveness)
     if args.reload_args_file:
         daemon.reloaders.append(args_file_reloader(args.reload_args_file, args))
     if args.web_config_file:
         daemon.reloaders.append(web_config_reloader(server, args.web_config_file))
     return daemon
+
+
+def notifier(daemon: Daemon) -> ServiceNotifier:
+    """sd_notify, fed from what the watcher keeps and the liveness of both loops."""
+    watcher, monitor = daemon.watcher, daemon.monitor
+
+    def status() -> str:
+        transitions = sum(monitor.tracker_state().counts.values())
+        return status_line(daemon.liveness(), watcher.last, monitor.paths.ksm_dir, transitions)
+
+    return ServiceNotifier(daemon.liveness, status, watcher.interval)
 
 
 # The signals the main loop acts on.
@@ -232,8 +271,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     daemon.watcher.start()
     daemon.server.serve_in_thread()
-    notifier = ServiceNotifier(daemon.watcher)
-    notifier.ready()  # the socket has listened since build()
+    sd = notifier(daemon)
+    sd.ready()  # the socket has listened since build()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     ksm_dir = daemon.monitor.paths.ksm_dir
     log.info(
@@ -252,10 +291,12 @@ def run(args: argparse.Namespace) -> int:
             "KSM is not available; serving ksm_up 0 until it appears",
             extra={"fields": {"ksm_dir": str(ksm_dir)}},
         )
+    warn_if_processes_hidden(args.procfs, enabled_collectors(args))
     daemon.wait_for_stop()
-    notifier.stopping()
+    sd.stopping()
     log.info("shutting down")
     daemon.server.shutdown()
     daemon.server.server_close()
     daemon.watcher.stop()
+    daemon.scraper.shutdown()
     return 0

@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from ksm_exporter.model.derived import mebibytes, page_size, saved_bytes, sharing_ratio
+from ksm_exporter.model.derived import awk_number, mebibytes, page_size, saved_bytes, sharing_ratio
 from ksm_exporter.model.qemu import present_identifiers
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.processes import read_process_names
@@ -40,13 +40,6 @@ SCRIPT_FILES = (
 def script_label(file: str) -> str:
     """pages_to_scan -> Pages_To_Scan, the script's spelling."""
     return "_".join(word.capitalize() for word in file.split("_"))
-
-
-def awk_number(x: float) -> str:
-    """awk's number-to-string conversion: integral values as integers, others %.6g."""
-    if x == int(x) and abs(x) < 1e16:
-        return str(int(x))
-    return f"{x:.6g}"
 
 
 def status_lines(reading: KsmReading, page_bytes: int) -> list[str]:

@@ -7,13 +7,16 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from ksm_exporter.model.defaults import LOG_LEVELS
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warn": logging.WARNING,
     "error": logging.ERROR,
 }
-LEVELS = tuple(_LEVELS)
+LEVELS = LOG_LEVELS
+assert tuple(_LEVELS) == LEVELS
 
 
 def _logfmt_value(v: str) -> str:
@@ -29,12 +32,19 @@ def _head(record: logging.LogRecord) -> dict[str, str]:
     return {"time": ts, "level": level, "source": record.module, "msg": record.getMessage()}
 
 
+def _fields(record: logging.LogRecord, head: dict[str, object]) -> dict[str, object]:
+    """The record's `fields`; one named like a head key (time, level, source, msg) gets a
+    `field_` prefix, so that a line never carries the same key twice."""
+    fields: dict[str, object] = getattr(record, "fields", {})
+    return {(f"field_{k}" if k in head else k): v for k, v in fields.items()}
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         head = _head(record)
         head["msg"] = _logfmt_value(head["msg"])
         parts = [f"{k}={v}" for k, v in head.items()]
-        for k, v in getattr(record, "fields", {}).items():
+        for k, v in _fields(record, head).items():
             parts.append(f"{k}={_logfmt_value(str(v))}")
         if record.exc_info:
             parts.append(f"err={_logfmt_value(self.formatException(record.exc_info))}")
@@ -44,7 +54,7 @@ class LogfmtFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         d: dict[str, object] = dict(_head(record))
-        d.update(getattr(record, "fields", {}))
+        d.update(_fields(record, d))
         if record.exc_info:
             d["err"] = self.formatException(record.exc_info)
         return json.dumps(d)

@@ -13,11 +13,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from systemd import daemon, journal
 
-from ksm_exporter.daemon.watcher import Watcher
 from ksm_exporter.model.derived import mebibytes, run_state, saved_bytes
+from ksm_exporter.state.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -140,21 +141,22 @@ def watchdog_seconds(
     return usec / 1e6 if usec > 0 else None
 
 
-def status_line(watcher: Watcher) -> str:
+def status_line(
+    alive: tuple[bool, str], snap: Snapshot | None, ksm_dir: Path, transitions: int
+) -> str:
     """What `systemctl status` shows under the unit: run state, memory saved and transitions
-    since start, or that the watcher has stalled."""
-    if not watcher.healthy():
-        return f"watcher stalled: no poll for {watcher.seconds_since_poll():.0f}s"
-    snap = watcher.last
+    since start (from the watcher's latest poll), or which part has stalled."""
+    ok, why = alive
+    if not ok:
+        return why
     if snap is None:
         return "starting: waiting for the first poll"
     if snap.run is None:
-        return f"KSM not available: cannot read {watcher.monitor.paths.ksm_dir}/run"
+        return f"KSM not available: cannot read {ksm_dir}/run"
     sharing = snap.ksm.values.get("pages_sharing")
     saved = "?" if sharing is None else mebibytes(saved_bytes(sharing, snap.page_size))
-    n = sum(watcher.monitor.tracker_state().counts.values())
-    transitions = "1 transition" if n == 1 else f"{n} transitions"
-    return f"KSM {run_state(snap.run).value}, {saved} MB saved, {transitions} since start"
+    edges = "1 transition" if transitions == 1 else f"{transitions} transitions"
+    return f"KSM {run_state(snap.run).value}, {saved} MB saved, {edges} since start"
 
 
 Notify = Callable[[str], object]
@@ -162,18 +164,23 @@ Notify = Callable[[str], object]
 
 class ServiceNotifier:
     """sd_notify(3) for the serve loop: READY=1 once the socket listens, STATUS= whenever
-    status_line() changes, WATCHDOG=1 every half watchdog interval but only while the
-    watcher polls on time (so systemd restarts a wedged exporter), STOPPING=1 at shutdown.
-    Does nothing where NOTIFY_SOCKET is unset."""
+    the status line changes, WATCHDOG=1 every half watchdog interval but only while
+    `alive()` says every part makes progress (the watcher polls and the HTTP loop turns),
+    so systemd restarts a wedged exporter, STOPPING=1 at shutdown. Does nothing where
+    NOTIFY_SOCKET is unset."""
 
     def __init__(
         self,
-        watcher: Watcher,
+        alive: Callable[[], tuple[bool, str]],
+        status: Callable[[], str],
+        interval: float,
         notify: Notify = daemon.notify,
         environ: Mapping[str, str] = os.environ,
         pid: int | None = None,
     ) -> None:
-        self.watcher = watcher
+        self.alive = alive
+        self.status = status
+        self.interval = interval  # how often the status can change
         self._notify = notify
         self.enabled = bool(environ.get("NOTIFY_SOCKET"))
         self.watchdog = watchdog_seconds(environ, pid) if self.enabled else None
@@ -186,7 +193,7 @@ class ServiceNotifier:
     def ready(self) -> None:
         if not self.enabled:
             return
-        self._status = status_line(self.watcher)
+        self._status = self.status()
         self._send(f"READY=1\nSTATUS={self._status}")
         self._thread.start()
 
@@ -204,28 +211,29 @@ class ServiceNotifier:
             if self.watchdog is not None and time.monotonic() >= next_ping:
                 self._ping()
                 next_ping = time.monotonic() + self.watchdog / 2
-            status = status_line(self.watcher)
+            status = self.status()
             if status != self._status:
                 self._status = status
                 self._send(f"STATUS={status}")
             # The status changes at most once a poll; a ping may be due sooner.
-            wait = self.watcher.interval
+            wait = self.interval
             if self.watchdog is not None:
                 wait = min(wait, max(0.0, next_ping - time.monotonic()))
             if self._stop.wait(wait):
                 return
 
     def _ping(self) -> None:
-        healthy = self.watcher.healthy()
+        healthy, why = self.alive()
         if healthy:
             self._send("WATCHDOG=1")
         if healthy != self._answering:
             self._answering = healthy
             if healthy:
-                log.info("watcher polls again; answering the systemd watchdog again")
+                log.info("every part makes progress again; answering the systemd watchdog")
             else:
                 log.warning(
-                    "watcher stalled; no longer answering the systemd watchdog",
+                    "%s; no longer answering the systemd watchdog",
+                    why,
                     extra={"fields": {"watchdog_seconds": self.watchdog}},
                 )
 

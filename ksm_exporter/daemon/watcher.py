@@ -1,4 +1,6 @@
-"""The background thread that polls `run` and memory so no edge between scrapes is missed."""
+"""The watcher thread: the one writer. It polls `run` and memory every --watch.interval, so
+no edge between scrapes is missed, and it alone records edges, saves the state file, logs
+and journals transitions, feeds settle detection and writes the scrapes' noted log lines."""
 
 from __future__ import annotations
 
@@ -6,10 +8,14 @@ import logging
 import threading
 import time
 
+from ksm_exporter.daemon.web.server import set_native_thread_name
 from ksm_exporter.state.monitor import KsmMonitor
+from ksm_exporter.state.notices import Notices
 from ksm_exporter.state.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
+
+THREAD_NAME = "ksm-watcher"  # also its native name: a test stops just this thread
 
 
 def stall_threshold(interval: float) -> float:
@@ -19,16 +25,16 @@ def stall_threshold(interval: float) -> float:
 
 
 class Watcher:
-    def __init__(self, monitor: KsmMonitor, interval: float) -> None:
+    def __init__(self, monitor: KsmMonitor, interval: float, notices: Notices) -> None:
         self.monitor = monitor
         self.interval = interval
+        self.notices = notices
         self.stall_after = stall_threshold(interval)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ksm-watcher", daemon=True)
-        self.polls = 0
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         # Set at start: a watcher that never completes its first poll stalls too.
         self.last_poll = time.monotonic()
-        self.last: Snapshot | None = None  # the latest poll's reading, for systemd's STATUS=
+        self.last: Snapshot | None = None  # the latest poll (STATUS=, the landing page)
 
     def start(self) -> None:
         self._thread.start()
@@ -44,19 +50,26 @@ class Watcher:
         return self.seconds_since_poll() <= self.stall_after
 
     def health(self) -> tuple[bool, str]:
-        """For /-/healthy: whether the watcher polls on time, and a line saying so."""
+        """Whether the watcher polls on time, and a line saying so."""
         late = self.seconds_since_poll()
         if late <= self.stall_after:
             return True, "OK"
-        return False, f"watcher stalled: last poll {late:.1f}s ago"
+        return False, f"watcher stalled: no poll for {late:.0f}s"
+
+    def poll_once(self) -> Snapshot:
+        """One poll, as the thread does it (tests call it directly)."""
+        snap = self.monitor.poll()
+        self.last = snap
+        self.last_poll = time.monotonic()
+        self.notices.flush()
+        return snap
 
     def _run(self) -> None:
+        set_native_thread_name(THREAD_NAME)
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                self.last = self.monitor.poll()
-                self.polls += 1
-                self.last_poll = time.monotonic()
+                self.poll_once()
             except Exception:  # keep watching; /-/healthy turns 503 if this persists
                 log.exception("watcher poll failed")
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from ksm_exporter.commands.status import awk_number
 from ksm_exporter.experiment.ksm_settings import LOCK_PATH, KsmSettings, exclusive_ksm
 from ksm_exporter.experiment.matrix import Matrix
 from ksm_exporter.experiment.plot import Point
@@ -35,6 +34,7 @@ from ksm_exporter.experiment.settle_wait import IdleKsmd, idle_after
 from ksm_exporter.experiment.workload import Workload, WorkloadSpec
 from ksm_exporter.model.derived import (
     MIB,
+    awk_number,
     is_running,
     mebibytes,
     page_size,

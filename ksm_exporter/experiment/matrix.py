@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ksm_exporter.commands.status import awk_number
+from ksm_exporter.model.derived import awk_number
 
 
 @dataclass(frozen=True)

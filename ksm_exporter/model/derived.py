@@ -55,3 +55,10 @@ MIB = 1024 * 1024
 def mebibytes(n: int) -> int:
     """Bytes to whole MB the way `free -m` and checkKSM_pages_info.sh's shell arithmetic do."""
     return n // MIB
+
+
+def awk_number(x: float) -> str:
+    """awk's number-to-string conversion: integral values as integers, others %.6g."""
+    if x == int(x) and abs(x) < 1e16:
+        return str(int(x))
+    return f"{x:.6g}"

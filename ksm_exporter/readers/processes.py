@@ -34,6 +34,14 @@ class ProcessNames:
     names: dict[int, str] = field(default_factory=dict)
     error: str | None = None  # why the procfs root could not be listed
 
+    @property
+    def others_hidden(self) -> bool:
+        """Whether <procfs> hides processes of other users (hidepid=, systemd's
+        ProtectProc=invisible, or PrivateUsers= leaving us without CAP_SYS_PTRACE over
+        them): every pid namespace has a pid 1, so a listing without it is not complete,
+        and "no ksmtuned among them" would not mean that none runs."""
+        return self.error is None and 1 not in self.names
+
 
 def list_pids(procfs: Path) -> list[int]:
     """The pids under <procfs>. Raises OSError when the root cannot be listed."""

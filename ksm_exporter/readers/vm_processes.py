@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ksm_exporter.model.defaults import QEMU_PATTERN, VM_PATTERN
 from ksm_exporter.model.qemu import VmIdentity, vm_identity
 from ksm_exporter.readers.process_ksm import NoKsmFiles, ProcessKsm, read_process_ksm
 from ksm_exporter.readers.processes import ProcessNames, is_kernel_thread, read_cmdline
 
-log = logging.getLogger(__name__)
-
-# ksmtuned's own pattern for qemu processes (pgrep on the process name): qemu-kvm,
-# qemu-system-x86 (the 15-character name of qemu-system-x86_64), and qemu:NAME, the name
-# `-name NAME,process=qemu:NAME` gives.
-QEMU_PATTERN = r"^qemu(-(kvm|system-.+)|:.{1,11})$"
-
-# The VMs of every platform, by process name alone (no /proc/PID/exe, which takes ptrace
-# rights over other users' processes): ksmtuned's names (libvirt, OpenStack, KubeVirt's
-# virt-launcher: qemu-kvm or qemu-system-*; plain qemu) and `kvm`, the name of Proxmox VE's
-# guests (qemu-server runs /usr/bin/kvm, a link to qemu-system-x86_64). Kernel threads
-# are left out whatever their name.
-VM_PATTERN = r"^(qemu(-(kvm|system-.+)|:.{1,11})|kvm)$"
-
-VANISHED = "vanished"
-UNREADABLE = "unreadable"
+__all__ = ["QEMU_PATTERN", "VM_PATTERN", "ProcessReport", "VmProcess", "read_vm_processes"]
 
 
 @dataclass(frozen=True)
@@ -91,33 +75,3 @@ def read_vm_processes(
         unreadable=unreadable,
         first_error=first_error,
     )
-
-
-class ProcessReadErrors:
-    """Matched processes not exported because they vanished or could not be read, counted
-    since start. Logs when processes start being unreadable (usually: the exporter is not
-    root and lacks CAP_DAC_READ_SEARCH), and when they stop, not at every scrape."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = {VANISHED: 0, UNREADABLE: 0}
-        self._failing = False
-
-    def record(self, report: ProcessReport) -> None:
-        with self._lock:
-            self._counts[VANISHED] += report.vanished
-            self._counts[UNREADABLE] += report.unreadable
-            if report.unreadable and not self._failing:
-                log.warning(
-                    "cannot read the KSM state of %d matching processes (run as root or with "
-                    "CAP_DAC_READ_SEARCH): %s",
-                    report.unreadable,
-                    report.first_error,
-                )
-            elif self._failing and not report.unreadable:
-                log.info("the KSM state of every matching process is readable again")
-            self._failing = bool(report.unreadable)
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)

@@ -1,14 +1,12 @@
-"""The one place where readers, snapshots and the transition tracker meet.
+"""The one writer: the watcher thread's look at KSM, and everything that follows from it.
 
-Both the watcher thread (every --watch.interval: `run` and memory only) and each scrape
-(every file, read fresh) go through here, so a change of state is recorded once, with the
-memory at that moment, whichever of them sees it first.
-"""
+Only KsmMonitor.poll(), called by the watcher thread alone, observes the run state,
+records edges, saves --state.file, announces transitions (log, journal) and feeds settle
+detection. Scrapes read their own sources and render; they never come through here."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -17,6 +15,7 @@ from ksm_exporter.readers import Paths, describe_error
 from ksm_exporter.readers.edge_inputs import EdgeExplainer
 from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.sysfs_ksm import read_ksm
+from ksm_exporter.state.read_errors import ReadErrors
 from ksm_exporter.state.snapshot import Snapshot
 from ksm_exporter.state.state_file import StateFile
 from ksm_exporter.state.transitions import TrackerState, Transition, TransitionTracker
@@ -28,34 +27,10 @@ MEMINFO = "meminfo"  # the read-error label for <procfs>/meminfo
 TransitionListener = Callable[[Transition], None]
 SnapshotObserver = Callable[[Snapshot], None]
 
-
-class ReadErrors:
-    """Failed reads per file, for ksm_exporter_read_errors_total{file}. Logs a file when
-    it starts failing and when it recovers, not at every poll."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
-        self._failing: set[str] = set()
-
-    def record(self, read: set[str], errors: dict[str, str], count: bool) -> None:
-        """`read`: files this pass tried; `errors`: those that failed, with why. Only
-        scrapes count (`count`), so the counter means "scrapes that skipped this file",
-        whatever the watcher's interval."""
-        with self._lock:
-            for name, why in errors.items():
-                if count:
-                    self._counts[name] = self._counts.get(name, 0) + 1
-                if name not in self._failing:
-                    self._failing.add(name)
-                    log.warning("skipping %s: %s", name, why)
-            for name in (read & self._failing) - errors.keys():
-                self._failing.discard(name)
-                log.info("%s readable again", name)
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
+# What the watcher reads every interval: the run state, and the two counters that say how
+# far merging has got (for settle detection and the landing page), not the whole directory:
+# a hung read of any other KSM file then stalls only the scrape's ksm collector.
+POLLED_FILES = ("run", "full_scans", "pages_sharing")
 
 
 class KsmMonitor:
@@ -63,46 +38,35 @@ class KsmMonitor:
         self,
         paths: Paths,
         tracker: TransitionTracker,
+        read_errors: ReadErrors,
         state_file: StateFile | None = None,
         explain_edge: EdgeExplainer | None = None,
     ) -> None:
         self.paths = paths
         self.tracker = tracker
+        self.read_errors = read_errors
         self.state_file = state_file
         self.explain_edge = explain_edge
-        self.read_errors = ReadErrors()
         self.page_size = page_size()
         self._listeners: list[TransitionListener] = []
         self._observers: list[SnapshotObserver] = []
-        # Detect, persist and announce one edge at a time, so the state file and the log
-        # see edges in the order they happened.
-        self._edge_lock = threading.Lock()
 
     def add_listener(self, listener: TransitionListener) -> None:
         """Called with each new transition, after it is saved to --state.file."""
         self._listeners.append(listener)
 
     def add_snapshot_observer(self, observer: SnapshotObserver) -> None:
-        """Called with every snapshot, the watcher's polls and the scrapes (settle detection)."""
+        """Called with every poll's snapshot (settle detection)."""
         self._observers.append(observer)
-
-    # What the watcher reads every interval: the run state, and the two counters that say
-    # how far merging has got (for settle detection), not the whole directory.
-    POLLED_FILES = ("run", "full_scans", "pages_sharing")
-
-    def poll(self) -> Snapshot:
-        """The watcher's cheap look: `run`, full_scans, pages_sharing and memory."""
-        return self._take(only=self.POLLED_FILES, count_errors=False)
-
-    def scrape(self) -> Snapshot:
-        """Every KSM file, read fresh for a scrape."""
-        return self._take(only=None, count_errors=True)
 
     def tracker_state(self) -> TrackerState:
         return self.tracker.state()
 
-    def _take(self, only: tuple[str, ...] | None, count_errors: bool) -> Snapshot:
-        ksm = read_ksm(self.paths.ksm_dir, only=only)
+    def poll(self) -> Snapshot:
+        """One look: `run`, full_scans, pages_sharing and memory at one moment. Read
+        errors are logged (through the notices) but not counted: the counter counts
+        scrapes, whatever the watch interval."""
+        ksm = read_ksm(self.paths.ksm_dir, only=POLLED_FILES)
         errors = dict(ksm.errors)
         try:
             memory: MemInfo | None = read_meminfo(self.paths.procfs)
@@ -111,7 +75,7 @@ class KsmMonitor:
             errors[MEMINFO] = describe_error(e)
         snap = Snapshot(taken_at=time.time(), ksm=ksm, memory=memory, page_size=self.page_size)
         tried = set(ksm.raw) | set(ksm.errors) | {MEMINFO}
-        self.read_errors.record(tried, errors, count_errors)
+        self.read_errors.record(tried, errors, count=False)
         if snap.run is not None:
             self._observe(snap.run, memory, snap.taken_at)
         for observe in self._observers:
@@ -119,20 +83,19 @@ class KsmMonitor:
         return snap
 
     def _observe(self, run: int, memory: MemInfo | None, taken_at: float) -> None:
-        with self._edge_lock:
-            context = None
-            if self.explain_edge is not None and self.tracker.is_edge(run):
-                try:
-                    context = self.explain_edge(run, memory)
-                except Exception:  # the edge is recorded all the same, its cause unknown
-                    log.exception("reading who made the edge failed")
-            t = self.tracker.observe(run, memory, taken_at, context)
-            if t is None:
-                return
-            if self.state_file is not None:
-                self.state_file.save(self.tracker.state().history)
-            for listener in self._listeners:
-                try:
-                    listener(t)
-                except Exception:  # a broken listener must not stop the watcher
-                    log.exception("transition listener failed")
+        context = None
+        if self.explain_edge is not None and self.tracker.is_edge(run):
+            try:
+                context = self.explain_edge(run, memory)
+            except Exception:  # the edge is recorded all the same, its cause unknown
+                log.exception("reading who made the edge failed")
+        t = self.tracker.observe(run, memory, taken_at, context)
+        if t is None:
+            return
+        if self.state_file is not None:
+            self.state_file.save(self.tracker.state().history)
+        for listener in self._listeners:
+            try:
+                listener(t)
+            except Exception:  # a broken listener must not stop the watcher
+                log.exception("transition listener failed")

@@ -5,7 +5,7 @@ settled while it runs and pages_sharing, sampled when each full scan completes, 
 less than TOLERANCE over the last K completed full scans (--settle.full-scans): the
 highest and lowest of those samples differ by less than 1% of the highest (or not at all).
 
-Samples come from every look at KSM (the watcher's polls and the scrapes), so the sample
+Samples come from the watcher's polls (every --watch.interval), so the sample
 for a scan is pages_sharing at the first look after full_scans went up. The first look
 after KSM starts (or after the exporter starts) is the reference the first scans are
 compared with. The settle duration is the time from the latest change into running to
@@ -18,10 +18,11 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from ksm_exporter.model.defaults import SETTLE_FULL_SCANS
 from ksm_exporter.model.derived import RunState, run_state
 from ksm_exporter.state.snapshot import Snapshot
 
-DEFAULT_FULL_SCANS = 3
+DEFAULT_FULL_SCANS = SETTLE_FULL_SCANS
 TOLERANCE = 0.01
 
 
@@ -63,7 +64,7 @@ class SettleTracker:
         pages_sharing: int | None,
     ) -> None:
         with self._lock:
-            # The watcher and a scrape may hand in their looks out of order.
+            # A look older than the last (a caller's clock going back) changes nothing.
             if timestamp < self._last_seen:
                 return
             self._last_seen = timestamp

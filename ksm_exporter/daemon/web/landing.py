@@ -8,7 +8,7 @@ from datetime import datetime
 from html import escape
 
 from ksm_exporter import __version__
-from ksm_exporter.model.derived import mebibytes, run_state, saved_bytes, sharing_ratio
+from ksm_exporter.model.derived import mebibytes, page_size, run_state, saved_bytes, sharing_ratio
 from ksm_exporter.model.edge_cause import cause_text, free_vs_threshold
 from ksm_exporter.model.qemu import present_identifiers
 from ksm_exporter.readers.vm_processes import VmProcess
@@ -30,8 +30,11 @@ def _mb(n: int | None) -> str:
     return "?" if n is None else str(mebibytes(n))
 
 
-def summary_rows(snap: Snapshot) -> list[tuple[str, str]]:
-    """(label, value) pairs of the KSM summary shown on the page."""
+def summary_rows(snap: Snapshot | None) -> list[tuple[str, str]]:
+    """(label, value) pairs of the KSM summary shown on the page, from the watcher's latest
+    poll (run, full_scans, pages_sharing, memory): the page never waits on a read."""
+    if snap is None:
+        return [("KSM", "waiting for the watcher's first poll")]
     v = snap.ksm.values
     if not snap.ksm.present:
         return [("KSM", "not available: the KSM sysfs directory is missing or unreadable")]
@@ -90,12 +93,13 @@ def vm_rows(processes: Sequence[VmProcess], page_size: int) -> str:
 
 
 def render_landing(
-    snap: Snapshot,
+    snap: Snapshot | None,
     state: TrackerState,
     telemetry_path: str,
     processes: Sequence[VmProcess] | None = None,
 ) -> str:
-    """`processes`: the VMs to list, None when the per-VM collector is off."""
+    """`snap`: the watcher's latest poll (None before the first); `processes`: the VMs of
+    the latest scrape, None when the per-VM collector is off or has not run yet."""
     rows = "".join(
         f"<tr><th class=l>{escape(k)}</th><td class=l>{escape(val)}</td></tr>"
         for k, val in summary_rows(snap)
@@ -115,7 +119,7 @@ def render_landing(
     if not edges:
         edges = "<tr><td class=l colspan=8>No change of state seen yet.</td></tr>"
     path = escape(telemetry_path, quote=True)
-    vms = "" if processes is None else f"<h2>VMs</h2>{vm_rows(processes, snap.page_size)}"
+    vms = "" if processes is None else f"<h2>VMs</h2>{vm_rows(processes, page_size())}"
     return (
         "<!DOCTYPE html><html><head><meta charset=utf-8>"
         f"<title>KSM Exporter</title><style>{_STYLE}</style></head><body>"

@@ -1,0 +1,31 @@
+"""The process collector: KSM per VM, read from /proc/PID/ksm_stat of the processes whose
+name matches --collector.process.pattern (rendered by per_vm)."""
+
+from __future__ import annotations
+
+import re
+
+from ksm_exporter.collectors.per_vm import vm_metrics
+from ksm_exporter.collectors.source import Collected, ScrapeContext, process_table_missing
+from ksm_exporter.readers.vm_processes import VmProcess, read_vm_processes
+from ksm_exporter.state.read_errors import ProcessReadErrors
+
+
+class VmProcessCollector:
+    def __init__(self, pattern: re.Pattern[str], limit: int, errors: ProcessReadErrors) -> None:
+        self.pattern = pattern
+        self.limit = limit
+        self.errors = errors
+        # The VMs of the latest scrape, for the landing page, which must never wait on a
+        # read: replaced whole (an immutable tuple), so a reader sees one scrape's list.
+        self.latest: tuple[VmProcess, ...] | None = None
+
+    def collect(self, ctx: ScrapeContext) -> Collected:
+        names = ctx.process_names()
+        missing = process_table_missing(names)
+        if missing is not None:  # other users' VMs are hidden: no count would be true
+            return Collected((), missing=missing)
+        report = read_vm_processes(ctx.procfs, names, self.pattern, self.limit)
+        self.errors.record(report)
+        self.latest = report.processes
+        return Collected(tuple(vm_metrics(report, self.errors.counts())), None)
