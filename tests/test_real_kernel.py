@@ -45,7 +45,7 @@ def test_merged_pages_and_every_edge_on_the_real_kernel(
         wait_until(lambda: exp.metrics()["ksm_run"] == 1, what="running seen")
 
         real_ksm.write("run", 0)  # ksmd stops, merged pages stay: the counters hold still
-        stopped = 'ksm_run_transitions_total{state="stopped"}'
+        stopped = 'ksm_run_transitions_total{cause="other",state="stopped"}'
         wait_until(lambda: exp.metrics()[stopped] == 1, what="the stop recorded")
         m = exp.metrics()
         sysfs = read_ksm(REAL_KSM)
