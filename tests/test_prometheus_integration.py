@@ -349,13 +349,10 @@ def test_the_fleet_exposes_every_per_vm_family(fleet: Fleet) -> None:
 
 
 def expected_empty(fleet: Fleet) -> set[str]:
-    """Queries that may return nothing on this fleet, each for a reason the fleet shows:
-    the collector success metric before the exporter has it, and the edge annotation of
-    each cause (`cause=""`: exporters that do not label causes) no edge of the fleet has."""
-    exposed = set(fleet.api("label/__name__/values"))
+    """Queries that may return nothing on this fleet, each for a reason the fleet shows: the
+    edge annotation of each cause (`cause=""`: exporters that do not label causes) no edge
+    of the fleet has."""
     out = set()
-    if "ksm_scrape_collector_success" not in exposed:
-        out.add("Exporter health ($job, $cell) / Collectors / A")
     causes = {
         s["metric"].get("cause", "")
         for s in fleet.query("count by (cause) (ksm_run_transitions_total > 0)")
