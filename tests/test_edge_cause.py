@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -36,6 +37,7 @@ from ksm_exporter.model.watch_format import watch_line
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.edge_inputs import edge_context
 from ksm_exporter.readers.meminfo import read_meminfo
+from ksm_exporter.state import monitor as monitor_module
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.notices import Notices
 from ksm_exporter.state.read_errors import ReadErrors
@@ -44,7 +46,7 @@ from ksm_exporter.state.transitions import Transition, TransitionTracker
 
 from .as_nobody import run_as_nobody, run_in_child
 from .fake_procfs import QEMU_PIDS, write_ksmtuned_node, write_meminfo, write_statm
-from .support import FIXTURES, copy_fixture, write_ksm
+from .support import FIXTURES, copy_fixture, wait_until, write_ksm
 
 PAGE = page_size()
 STOCK_CONF = FIXTURES / "ksmtuned" / "stock.conf"  # KSM_THRES_COEF 20: 20% of MemTotal
@@ -379,6 +381,33 @@ def test_a_failing_explanation_still_records_the_edge(tmp_path: Path) -> None:
     monitor.poll()
     t = edge(root, monitor, 1)
     assert t.cause is Cause.UNKNOWN and t.mem_free_bytes is not None
+
+
+def test_a_hung_read_at_the_edge_leaves_its_cause_unknown_and_the_watcher_polling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A qemu process whose /proc files hang (its memory map locked) must not stop the
+    watcher at an edge: the cause is unknown, and no second read piles up behind it."""
+    monkeypatch.setattr(monitor_module, "EXPLAIN_SECONDS", 0.3)
+    vms = [4 * GIB_KB] * 7
+    root, monitor = node(tmp_path, total_kb=TOTAL_KB, free_kb=THRES_KB - GIB_KB, qemu_rss_kb=vms)
+    statm = root / "proc" / str(QEMU_PIDS[0]) / "statm"
+    statm.unlink()
+    os.mkfifo(statm)  # a read of it hangs until a writer comes
+
+    def readers() -> int:
+        return sum(t.name == "ksm-edge-inputs" for t in threading.enumerate())
+
+    t = edge(root, monitor, 1)
+    assert (t.cause, t.ksmtuned_threshold_bytes) == (Cause.UNKNOWN, None)
+    t = edge(root, monitor, 0)  # still stuck: this edge starts no second read
+    assert t.cause is Cause.UNKNOWN and readers() == 1
+    with open(statm, "w") as f:  # the read returns
+        f.write(f"0 {4 * GIB_KB * KIB // PAGE} 0 0 0 0 0\n")
+    wait_until(lambda: readers() == 0, what="the hung read to return")
+    statm.unlink()
+    write_statm(root / "proc", QEMU_PIDS[0], 4 * GIB_KB * KIB // PAGE)
+    assert edge(root, monitor, 1).cause is Cause.KSMTUNED
 
 
 def test_journal_fields_of_an_explained_edge() -> None:
