@@ -52,7 +52,9 @@ def read_responses(sock: socket.socket, n: int, timeout: float = 30) -> int:
 
 def test_a_pipelining_connection_is_served_one_request_per_turn() -> None:
     app = WorkApp()
-    batch = 200
+    # 1,000 requests of ~2 ms: the batch lasts about 2 s, time enough for the scraper to
+    # come in while it runs, even on a loaded machine.
+    batch = 1000
     with serving(app) as server, socket.create_connection(("127.0.0.1", server.port)) as flood:
         flood.sendall(b"GET /pipelined HTTP/1.1\r\n\r\n" * batch)
         answered: list[int] = []
