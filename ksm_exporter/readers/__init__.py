@@ -67,18 +67,29 @@ def parse_kernel_int(text: str | bytes, what: str = "", signed: bool = False) ->
     return int(s, 10)
 
 
-def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
-    """A configuration file of at most `limit` bytes, whole. O_NONBLOCK and fstat before
-    reading: a FIFO, a device or a directory in its place is refused rather than read (a
-    FIFO without a writer would block the caller for good, /dev/zero would never end). A
-    symlink to a regular file is fine. Raises OSError, also when the file is too large."""
+def open_regular_file(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+    """A file descriptor of `path` and its stat, only if it is a regular file. O_NONBLOCK
+    and fstat before any read: a FIFO, a device or a directory in its place is refused
+    rather than read (a FIFO without a writer would block the caller for good, /dev/zero
+    would never end). A symlink to a regular file is fine. Raises OSError."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
             raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))  # IsADirectoryError
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """A configuration file of at most `limit` bytes, whole (open_regular_file says what
+    is refused). Raises OSError, also when the file is too large."""
+    fd, _ = open_regular_file(path)
+    try:
         chunks: list[bytes] = []
         size = 0
         while chunk := os.read(fd, limit + 1 - size):

@@ -18,18 +18,17 @@ never overwritten: what is in it was not seen, so it cannot be kept.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
 import re
-import stat
 import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from ksm_exporter.readers import open_regular_file
 from ksm_exporter.state.transitions import Transition
 
 log = logging.getLogger(__name__)
@@ -88,12 +87,9 @@ class StateFile:
 
     def _read(self) -> tuple[bytes, bool]:
         """The file's last READ_LIMIT_BYTES, and whether anything before them was left.
-        O_NONBLOCK: a FIFO put there must not block the start."""
-        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        A FIFO put there must not block the start: open_regular_file refuses it."""
+        fd, st = open_regular_file(self.path)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise OSError(errno.EINVAL, "not a regular file")
             # One byte before the window too: it says whether the window starts a line.
             start = max(0, st.st_size - READ_LIMIT_BYTES - 1)
             chunks = []
