@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 
-from ksm_exporter.daemon.web.server import set_native_thread_name
+from ksm_exporter.daemon.threads import set_native_thread_name
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.notices import Notices
 from ksm_exporter.state.snapshot import Snapshot

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import errno
 import http
 import logging
@@ -74,6 +73,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from ksm_exporter import __version__
+from ksm_exporter.daemon.threads import set_native_thread_name
 from ksm_exporter.daemon.web.app import ExporterApp, Response
 from ksm_exporter.daemon.web.webconfig import BasicAuth, WebConfig
 
@@ -900,13 +900,3 @@ def raise_fd_limit(wanted: int) -> None:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-
-
-def set_native_thread_name(name: str) -> None:
-    """Name the calling thread in the kernel too (/proc/PID/task/TID/comm), so that
-    tools outside Python (ps -L, top -H, a test that stops this one thread) can find it.
-    Best effort: without prctl the Python name still holds."""
-    pr_set_name = 15
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
