@@ -16,7 +16,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,7 @@ from ksm_exporter.model.edge_cause import (
 )
 from ksm_exporter.model.watch_format import watch_line
 from ksm_exporter.readers import Paths
-from ksm_exporter.readers.edge_inputs import edge_context
+from ksm_exporter.readers.edge_inputs import edge_context, edge_explainer
 from ksm_exporter.readers.meminfo import read_meminfo
 from ksm_exporter.state import monitor as monitor_module
 from ksm_exporter.state.monitor import KsmMonitor
@@ -108,7 +107,7 @@ def node(tmp_path: Path, **kwargs: object) -> tuple[Path, KsmMonitor]:
     shutil.copytree(FIXTURES / "linux-6.18" / "sys", root / "sys")
     write_ksm(root, "run", 0)
     write_ksmtuned_node(root / "proc", page_size=PAGE, **kwargs)  # type: ignore[arg-type]
-    explain = partial(edge_context, root / "proc", STOCK_CONF, PAGE)
+    explain = edge_explainer(root / "proc", STOCK_CONF)
     monitor = KsmMonitor(
         Paths(root / "sys", root / "proc"),
         TransitionTracker(),

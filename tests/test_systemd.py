@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -36,7 +35,7 @@ from ksm_exporter.daemon.watcher import Watcher
 from ksm_exporter.flags import serve_parser
 from ksm_exporter.model.derived import MIB, page_size
 from ksm_exporter.readers import Paths
-from ksm_exporter.readers.edge_inputs import edge_context
+from ksm_exporter.readers.edge_inputs import edge_explainer
 from ksm_exporter.readers.meminfo import read_meminfo
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.notices import Notices
@@ -341,7 +340,7 @@ def test_a_transition_is_one_journal_entry_with_its_fields(
     root = copy_fixture("linux-6.18", tmp_path)
     # This /proc holds meminfo alone: ksmtuned's committed memory (the rss of qemu) and
     # whether ksmtuned runs are not to be seen, its threshold and free memory are.
-    explain = partial(edge_context, root / "proc", KSMTUNED_STOCK_CONF, page_size())
+    explain = edge_explainer(root / "proc", KSMTUNED_STOCK_CONF)
     monitor = KsmMonitor(
         Paths(root / "sys", root / "proc"),
         TransitionTracker(),

@@ -9,7 +9,6 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from ksm_exporter import __version__
@@ -40,7 +39,7 @@ from ksm_exporter.daemon.web.webconfig import (
 from ksm_exporter.flags import FlagError, collector_dest, flag_names, given_flags, serve_parser
 from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers import Paths, describe_error, read_regular_file
-from ksm_exporter.readers.edge_inputs import edge_context
+from ksm_exporter.readers.edge_inputs import edge_explainer
 from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.shell_assignments import parse_assignments
 from ksm_exporter.state.monitor import KsmMonitor
@@ -184,7 +183,7 @@ def build(args: argparse.Namespace) -> Daemon:
     restored = state_file.load() if state_file else []
     tracker = TransitionTracker(args.max_history, restored)
     settle = SettleTracker(args.settle_full_scans)
-    explain = partial(edge_context, paths.procfs, args.ksmtuned_config, page_size())
+    explain = edge_explainer(paths.procfs, args.ksmtuned_config)
     monitor = KsmMonitor(paths, tracker, read_errors, state_file, explain)
     monitor.add_listener(log_transition)
     monitor.add_snapshot_observer(settle.observe_snapshot)

@@ -9,14 +9,13 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from functools import partial
 from typing import TextIO
 
-from ksm_exporter.model.derived import is_running, page_size
+from ksm_exporter.model.derived import is_running
 from ksm_exporter.model.edge_cause import Cause, explanation
 from ksm_exporter.model.watch_format import watch_line, watch_message
 from ksm_exporter.readers import Paths
-from ksm_exporter.readers.edge_inputs import EdgeExplainer, edge_context
+from ksm_exporter.readers.edge_inputs import EdgeExplainer, edge_explainer
 from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.sysfs_ksm import read_ksm
 
@@ -73,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         explain = None
         if args.explain:
-            explain = partial(edge_context, paths.procfs, args.ksmtuned_config, page_size())
+            explain = edge_explainer(paths.procfs, args.ksmtuned_config)
         watch(paths, args.watch_interval, sys.stdout, stop, explain)
     except BrokenPipeError:  # `watch | head`: the reader left
         return 0

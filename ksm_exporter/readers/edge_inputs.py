@@ -8,9 +8,10 @@ the qemu processes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from ksm_exporter.model.derived import KIB
+from ksm_exporter.model.derived import KIB, page_size
 from ksm_exporter.model.edge_cause import (
     CONTROLLER_PROCESSES,
     EdgeContext,
@@ -23,8 +24,7 @@ from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_con
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.readers.processes import ProcessNames, read_process_names
 
-# Who made an edge into `run`, given the memory read with it: edge_context with its
-# paths bound (functools.partial).
+# Who made an edge into `run`, given the memory read with it (edge_explainer).
 EdgeExplainer = Callable[[int, MemInfo | None], EdgeContext]
 
 # Every PID namespace has a pid 1 and it is root's: when we cannot name it, processes of
@@ -85,3 +85,8 @@ def edge_context(
     config = read_edge_config(ksmtuned_config)
     figures = ksmtuned_figures(procfs, names, seen, config, memory, page_size)
     return explain_edge(run, figures, seen)
+
+
+def edge_explainer(procfs: Path, ksmtuned_config: Path) -> EdgeExplainer:
+    """edge_context for this /proc and ksmtuned.conf, at this machine's page size."""
+    return partial(edge_context, procfs, ksmtuned_config, page_size())
