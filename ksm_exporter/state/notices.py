@@ -17,7 +17,6 @@ class Notices:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: list[tuple[logging.Logger, logging.LogRecord]] = []
-        self.dropped = 0
 
     def note(self, logger: logging.Logger, level: int, msg: str, *args: object) -> None:
         """Like logger.log(), later: the record keeps the time and place of this call."""
@@ -27,8 +26,7 @@ class Notices:
         record = logger.makeRecord(logger.name, level, fn, lno, msg, args, None, func)
         with self._lock:
             if len(self._pending) >= MAX_PENDING:
-                self.dropped += 1
-                return
+                return  # past the cap, a stalled watcher's notes say nothing new
             self._pending.append((logger, record))
 
     def flush(self) -> None:
