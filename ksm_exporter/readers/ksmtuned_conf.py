@@ -15,11 +15,8 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ksm_exporter.model.defaults import KSMTUNED_CONFIG
 from ksm_exporter.readers import read_regular_file
 from ksm_exporter.readers.shell_assignments import parse_assignments
-
-DEFAULT_PATH = KSMTUNED_CONFIG
 
 _INTEGER = re.compile(r"[+-]?[0-9]+\Z")
 

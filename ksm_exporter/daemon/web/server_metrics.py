@@ -7,7 +7,7 @@ plain callable, so that nothing below daemon/ imports the server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -45,13 +45,3 @@ def connection_metrics(c: ConnectionCounters) -> Iterator[Metric]:
     for reason in (EVICT_SLOW_REQUEST, EVICT_AUTH_QUEUE, EVICT_IDLE):
         evicted.add_metric([reason], c.evicted.get(reason, 0))
     yield evicted
-
-
-class ConnectionsCollector:
-    """For a prometheus-client registry: the counters at each scrape."""
-
-    def __init__(self, counters: Callable[[], ConnectionCounters]) -> None:
-        self._counters = counters
-
-    def collect(self) -> Iterator[Metric]:
-        return connection_metrics(self._counters())
