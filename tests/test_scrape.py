@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from ksm_exporter.collectors.source import Collected, ScrapeContext
 from ksm_exporter.commands.serve import Daemon, build
-from ksm_exporter.daemon.scrape import DEFAULT_TIMEOUT, Scraper, scrape_timeout
+from ksm_exporter.daemon.scrape import DEFAULT_TIMEOUT, POOL_SIZE, Scraper, scrape_timeout
 from ksm_exporter.daemon.web.app import Response, gzip_wanted
 from ksm_exporter.flags import serve_parser
 from ksm_exporter.state.notices import Notices
@@ -135,6 +135,31 @@ def test_finished_scrapes_leave_nothing_waiting_for_their_deadline(
     # Each scrape cancelled its two deadline entries (the start of the last collectors and
     # its end) when it finished: a busy exporter keeps no scrape alive for a minute.
     assert s._deadlines.pending() == 0
+
+
+def test_scrapes_in_parallel_stay_on_the_pool_workers_named_for_the_kernel(
+    scraper: tuple[Scraper, Blocking, Blocking],
+) -> None:
+    s, _, _ = scraper
+    results: list[Future] = []  # type: ignore[type-arg]
+
+    def scrape_many() -> None:
+        for _ in range(100):
+            results.append(s.scrape(["slow", "fast"], 10))
+
+    clients = [threading.Thread(target=scrape_many) for _ in range(8)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+    assert all(samples_of(r)["test_fast"] == 1 for r in results)
+    # No read hung: 800 scrapes from 8 threads ran on the pool's own workers, no more.
+    workers = {
+        t.native_id: t.name for t in threading.enumerate() if t.name.startswith("ksm-collect")
+    }
+    assert 1 <= len(workers) <= POOL_SIZE
+    for tid, name in workers.items():  # as ps -L and top -H show them
+        assert Path(f"/proc/self/task/{tid}/comm").read_text().strip() == name
 
 
 def test_collector_flags_come_from_the_registry(capsys: pytest.CaptureFixture[str]) -> None:

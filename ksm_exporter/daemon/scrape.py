@@ -5,18 +5,23 @@ threads, and a scrape answers by its deadline with whatever finished.
   and send), or DEFAULT_TIMEOUT when Prometheus did not say.
 - The collectors a scrape starts run one after another on one worker (a batch): a hand-off
   between threads costs about as much as a collector's read, so one per collector would
-  double a scrape's CPU. Should one of them hang, a rescue worker takes the rest of the
-  batch at RESCUE_EVERY of the timeout (and again after each further RESCUE_EVERY), so the
-  others are still served by the deadline.
+  double a scrape's CPU. POOL_SIZE workers take the batches in turn. Should a read hang, a
+  rescue worker takes the rest of its batch at RESCUE_EVERY of the timeout (and again after
+  each further RESCUE_EVERY), so the others are still served by the deadline.
 - A collector that misses the deadline is failed for that scrape:
   ksm_scrape_collector_success{collector} 0, and its series are left out; one that had not
   even started is dropped from its batch.
 - A collector whose read is still running past the deadline of the scrape that started it
   is stuck: it is not started again (later scrapes mark it failed at once), so a worker is
-  held only by a distinct stuck read, and the number of threads never grows however many
-  scrapes arrive. When the read returns, the next scrape starts it afresh.
+  held only by a distinct stuck read, and the number of threads stays at POOL_SIZE plus
+  one per stuck read however many scrapes arrive. When the read returns, the next scrape
+  starts it afresh.
 - A collector still running within its deadline is joined by a concurrent scrape rather
   than started twice.
+
+The bookkeeping is plain objects under one lock, not a concurrent.futures.Future per
+collector (a Future is a Condition, and its callbacks another lock round each): per scrape
+it costs one queue put, one deadline entry and one Future for the answer.
 """
 
 from __future__ import annotations
@@ -30,12 +35,12 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
-from functools import partial
+from typing import NamedTuple
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ksm_exporter.collectors.source import Collected, ScrapeContext, SourceCollector
+from ksm_exporter.daemon.threads import set_native_thread_name
 from ksm_exporter.state.notices import Notices
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,9 @@ MIN_TIMEOUT = 0.1
 # A batch still holding collectors not started gets one more worker at each such share of
 # the timeout: a hung read delays the collectors queued behind it by this much at most.
 RESCUE_EVERY = 0.2
+# Workers that always exist once started. One is enough for the CPU (the collectors hold
+# the GIL); a second lets a scrape's batch start while another's waits on a slow read.
+POOL_SIZE = 2
 
 
 def scrape_timeout(header: str | None) -> float:
@@ -62,8 +70,7 @@ def scrape_timeout(header: str | None) -> float:
     return max(MIN_TIMEOUT, seconds - TIMEOUT_MARGIN)
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """One collector's part of a scrape."""
 
     name: str
@@ -72,122 +79,99 @@ class Outcome:
     duration: float
 
 
-class _Worker:
-    """A pool thread. Not a ThreadPoolExecutor: its workers are joined at interpreter exit,
-    so a read stuck for good would keep the exporter from ever exiting; these are daemon
-    threads, started when no idle one is left."""
-
-    def __init__(self, pool: _Pool, name: str) -> None:
-        self.pool = pool
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def run(self, fn: Callable[[], None]) -> None:
-        self._queue.put(fn)
-
-    def stop(self) -> None:
-        self._queue.put(None)
-
-    def _run(self) -> None:
-        while (fn := self._queue.get()) is not None:
-            try:
-                fn()
-            except Exception:  # a batch hands its errors to its futures; this is a bug
-                log.exception("collector worker failed")
-            self.pool.idle(self)
-
-
 class _Pool:
-    """Idle workers are reused; a new one starts only when every worker is busy, which
-    takes a stuck read per busy worker beyond the one or two batches in flight."""
+    """Worker threads taking jobs from one queue. Not a ThreadPoolExecutor: its workers are
+    joined at interpreter exit, so a read stuck for good would keep the exporter from ever
+    exiting; these are daemon threads. `submit` starts a worker while fewer than `size`
+    exist and none is idle; `extra` starts one whenever none is idle (every worker held by
+    a hung read)."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle: list[_Worker] = []
-        self._all: list[_Worker] = []
+        self._workers = 0
+        self._idle = 0
 
-    def submit(self, fn: Callable[[], None]) -> None:
-        with self._lock:
-            if self._idle:
-                worker = self._idle.pop()
-            else:
-                worker = _Worker(self, f"ksm-collect-{len(self._all)}")
-                self._all.append(worker)
-        worker.run(fn)
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+        self._grow(self.size)
 
-    def idle(self, worker: _Worker) -> None:
+    def extra(self, job: Callable[[], None]) -> None:
+        """Run `job` now even if every worker is busy."""
+        self._jobs.put(job)
+        self._grow(None)
+
+    def _grow(self, limit: int | None) -> None:
         with self._lock:
-            self._idle.append(worker)
+            if self._idle or (limit is not None and self._workers >= limit):
+                return
+            name = f"ksm-collect-{self._workers}"
+            self._workers += 1
+            self._idle += 1  # counted idle until it takes its first job
+        threading.Thread(target=self._run, args=(name,), name=name, daemon=True).start()
+
+    def _run(self, name: str) -> None:
+        set_native_thread_name(name)  # else it shows the name of the thread that started it
+        while (job := self._jobs.get()) is not None:
+            with self._lock:
+                self._idle -= 1
+            try:
+                job()
+            except Exception:  # a batch hands collector errors to its scrapes; this is a bug
+                log.exception("collector worker failed")
+            with self._lock:
+                self._idle += 1
 
     def shutdown(self) -> None:
         with self._lock:
-            for worker in self._all:
-                worker.stop()
+            workers = self._workers
+        for _ in range(workers):
+            self._jobs.put(None)
 
 
-class _Batch:
-    """Collectors to run one after another; any number of workers may drain it."""
-
-    def __init__(self, items: list[tuple[Future[Outcome], Callable[[], Outcome]]]) -> None:
-        self._items = collections.deque(items)
-        self._lock = threading.Lock()
-
-    def pending(self) -> bool:
-        with self._lock:
-            return bool(self._items)
-
-    def drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._items:
-                    return
-                future, fn = self._items.popleft()
-            if not future.set_running_or_notify_cancel():
-                continue  # its scrape ended before it started
-            try:
-                future.set_result(fn())
-            except BaseException as e:  # handed to whoever waits on the future
-                future.set_exception(e)
+# A read's states.
+_QUEUED, _RUNNING, _DONE, _DROPPED = range(4)
 
 
-class _Rescue:
-    """One more worker for a batch at each `step` seconds while it holds collectors not
-    started and its deadline is ahead; cancelled when its scrape ends."""
+class _Read:
+    """One collector's read, started by one scrape and shared by concurrent ones."""
 
-    def __init__(self, scraper: Scraper, batch: _Batch, deadline: float, step: float) -> None:
-        self.scraper = scraper
-        self.batch = batch
+    __slots__ = ("deadline", "name", "outcome", "state", "waiters")
+
+    def __init__(self, name: str, deadline: float) -> None:
+        self.name = name
+        self.deadline = deadline  # of the scrape that started it
+        self.state = _QUEUED
+        self.outcome: Outcome | None = None
+        self.waiters: set[_Scrape] = set()
+
+
+class _Scrape:
+    """One scrape waiting for its reads or its deadline, whichever comes first."""
+
+    __slots__ = (
+        "batch",
+        "deadline",
+        "entry",
+        "finished",
+        "names",
+        "reads",
+        "result",
+        "started",
+        "waiting",
+    )
+
+    def __init__(self, names: Sequence[str], started: float, deadline: float) -> None:
+        self.names = names
+        self.started = started
         self.deadline = deadline
-        self.step = step
-        self._lock = threading.Lock()
-        self._entry: Entry | None = None
-        self._done = False
-
-    def arm(self, when: float) -> None:
-        with self._lock:
-            if not self._done:
-                self._entry = self.scraper._deadlines.at(when, self.fire)
-
-    def fire(self) -> None:
-        now = time.monotonic()
-        if self.batch.pending() and now < self.deadline:
-            self.scraper._pool.submit(self.batch.drain)
-            self.arm(now + self.step)
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._done = True
-            if self._entry is not None:
-                self.scraper._deadlines.cancel(self._entry)
-
-
-class _Run:
-    """A collector's read in flight."""
-
-    def __init__(self, future: Future[Outcome], deadline: float) -> None:
-        self.future = future
-        self.deadline = deadline
+        self.reads: dict[str, _Read] = {}
+        self.waiting = 0  # reads not done yet
+        self.batch: collections.deque[_Read] | None = None  # the reads it started
+        self.entry: Entry | None = None
+        self.finished = False
+        self.result: Future[list[Metric]] = Future()
 
 
 # [when, sequence, callback]; the callback is None once cancelled.
@@ -196,14 +180,15 @@ Entry = list
 
 class Deadlines:
     """One thread that calls each callback at its monotonic time: a scrape's deadline costs
-    no thread of its own. A scrape that finishes early cancels its entries, so that nothing
+    no thread of its own. A scrape that finishes early cancels its entry, so that nothing
     of it stays in memory until its deadline (hundreds of scrapes a second would pile up).
 
     The thread also wakes every IDLE_WAKE seconds, and a new entry wakes it only when it is
-    due before that: a scrape's entries (seconds ahead, cancelled a millisecond later) then
-    cost no thread switch at all, which is most of what a deadline would cost a scrape."""
+    due before that: a scrape's entry (seconds ahead, cancelled a millisecond later) then
+    costs no thread switch at all, which is most of what a deadline would cost a scrape."""
 
     IDLE_WAKE = 1.0
+    THREAD_NAME = "ksm-deadlines"
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -211,7 +196,7 @@ class Deadlines:
         self._cancelled = 0
         self._seq = itertools.count()
         self._wake_at = 0.0  # when the thread looks next (monotonic)
-        self._thread = threading.Thread(target=self._run, name="ksm-deadlines", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.THREAD_NAME, daemon=True)
         self._thread.start()
 
     def at(self, when: float, callback: Callable[[], None]) -> Entry:
@@ -241,6 +226,7 @@ class Deadlines:
             return len(self._heap) - self._cancelled
 
     def _run(self) -> None:
+        set_native_thread_name(self.THREAD_NAME)
         while True:
             with self._cond:
                 while True:
@@ -263,77 +249,6 @@ class Deadlines:
                 callback()
             except Exception:  # a bug in one scrape's ending must not end the others
                 log.exception("scrape deadline callback failed")
-
-
-class _Scrape:
-    """One scrape waiting for its collectors or its deadline, whichever comes first."""
-
-    def __init__(
-        self,
-        scraper: Scraper,
-        names: Sequence[str],
-        ctx: ScrapeContext,
-        started: float,
-        deadline: float,
-    ) -> None:
-        self.scraper = scraper
-        self.names = names
-        self.ctx = ctx
-        self.started = started
-        self.deadline = deadline
-        self.runs: dict[str, _Run] = {}
-        self.result: Future[list[Metric]] = Future()
-        self.entries: list[Entry] = []
-        self.rescues: list[_Rescue] = []
-        self._lock = threading.Lock()
-        # True from taking names to start until their runs are in self.runs: meanwhile a
-        # collector finishing elsewhere must not end the scrape.
-        self._starting = True
-        self._waiting = 0  # runs not done yet
-
-    def start(self, names: Sequence[str]) -> None:
-        runs = self.scraper._start(names, self.ctx, self.deadline, self.rescues)
-        with self._lock:
-            self.runs.update(runs)
-            self._waiting = len(runs)
-            self._starting = False
-        for run in runs.values():
-            run.future.add_done_callback(self.collector_done)
-        self.collector_done(None)  # nothing to wait for (every one stuck)
-
-    def collector_done(self, done: object) -> None:
-        """A collector's read ended (None: the runs were just registered)."""
-        with self._lock:
-            if done is not None:
-                self._waiting -= 1
-            if self._starting or self._waiting or self.result.done():
-                return
-        self.finish()
-
-    def finish(self) -> None:
-        with self._lock:
-            if self.result.done():
-                return
-            now = time.monotonic()
-            outcomes: list[Outcome] = []
-            unstarted: list[Future[Outcome]] = []
-            for name in self.names:
-                run = self.runs.get(name)
-                if run is not None and run.future.done() and not run.future.cancelled():
-                    outcomes.append(run.future.result())
-                else:  # missed the deadline, or stuck since an earlier scrape
-                    waited = now - self.started if run is not None else 0.0
-                    outcomes.append(Outcome(name, (), False, waited))
-                    if run is not None and now >= run.deadline:
-                        unstarted.append(run.future)
-            self.runs = {}
-            self.result.set_result(assemble(outcomes))
-        for entry in self.entries:
-            self.scraper._deadlines.cancel(entry)
-        for rescue in self.rescues:
-            rescue.cancel()
-        for future in unstarted:  # still queued behind a hung read: the next scrape runs it
-            future.cancel()
 
 
 def assemble(outcomes: Sequence[Outcome]) -> list[Metric]:
@@ -372,10 +287,11 @@ class Scraper:
         self.context = context
         self.notices = notices
         self.last = frozenset(last)  # run after the others: they report on their reads
-        self._pool = _Pool()
+        self._pool = _Pool(POOL_SIZE)
         self._deadlines = Deadlines()
+        # Guards every _Read and _Scrape, and _inflight/_stuck: one lock, taken briefly.
         self._lock = threading.Lock()
-        self._inflight: dict[str, _Run] = {}
+        self._inflight: dict[str, _Read] = {}  # reads queued or running
         self._stuck: set[str] = set()  # noted once each, until they recover
 
     def stuck(self) -> list[str]:
@@ -384,66 +300,141 @@ class Scraper:
         with self._lock:
             return sorted(
                 name
-                for name, run in self._inflight.items()
-                if not run.future.done() and now >= run.deadline
+                for name, read in self._inflight.items()
+                if read.state == _RUNNING and now >= read.deadline
             )
 
     def scrape(self, names: Sequence[str], timeout: float) -> Future[list[Metric]]:
         """Start the collectors `names` (enabled ones, in registry order); the future holds
         the families to render, by `timeout` seconds from now at the latest."""
         started = time.monotonic()
-        deadline = started + timeout
-        scrape = _Scrape(self, names, self.context(), started, deadline)
-        scrape.entries = [self._deadlines.at(deadline, scrape.finish)]
+        scrape = _Scrape(names, started, started + timeout)
         # In one batch, the `last` ones after the others: they report on the others' reads
         # (read error counters). Should a read hang, a rescue worker may run them earlier.
-        scrape.start(
-            [n for n in names if n not in self.last] + [n for n in names if n in self.last]
+        order = [n for n in names if n not in self.last] + [n for n in names if n in self.last]
+        batch: collections.deque[_Read] = collections.deque()
+        with self._lock:
+            for name in order:
+                read, new = self._join_or_start(name, started, scrape.deadline)
+                if read is None:
+                    continue  # stuck: failed at once
+                if new:
+                    batch.append(read)
+                read.waiters.add(scrape)
+                scrape.reads[name] = read
+            scrape.waiting = len(scrape.reads)
+        if not scrape.waiting:  # every one stuck
+            self._finish(scrape)
+            return scrape.result
+        step = RESCUE_EVERY * timeout
+        # Armed before the batch starts: a batch done at once must find it to cancel it.
+        scrape.entry = self._deadlines.at(
+            min(scrape.deadline, started + step), lambda: self._tick(scrape, step)
         )
+        if batch:
+            scrape.batch = batch
+            ctx = self.context()
+            self._pool.submit(lambda: self._drain(batch, ctx))
         return scrape.result
 
-    def _start(
-        self, names: Sequence[str], ctx: ScrapeContext, deadline: float, rescues: list[_Rescue]
-    ) -> dict[str, _Run]:
-        """Start the collectors `names` as one batch, less those whose read is in flight
-        (shared) or stuck (left out); its rescue is added to `rescues`."""
+    def _join_or_start(self, name: str, now: float, deadline: float) -> tuple[_Read | None, bool]:
+        """(Under the lock.) The read of `name` this scrape waits on, and whether it is new:
+        one in flight within its deadline, or a new one; None when the one in flight is
+        stuck."""
+        read = self._inflight.get(name)
+        if read is not None and now >= read.deadline:
+            if read.state == _QUEUED:  # behind a hung read past its deadline: start afresh
+                read.state = _DROPPED
+                read = None
+            else:
+                if name not in self._stuck:
+                    # Logged now, once, not through the notices: the stuck read may be the
+                    # watcher's too (meminfo), and then nobody flushes them.
+                    self._stuck.add(name)
+                    log.warning(
+                        "collector %s is stuck on a read; failing it until the read returns",
+                        name,
+                    )
+                return None, False
+        if read is None:
+            if name in self._stuck:
+                self._stuck.discard(name)
+                log.info("collector %s reads again", name)
+            read = _Read(name, deadline)
+            self._inflight[name] = read
+            return read, True
+        return read, False
+
+    def _drain(self, batch: collections.deque[_Read], ctx: ScrapeContext) -> None:
+        """Run the reads of `batch` not yet taken (any number of workers may drain it)."""
+        while True:
+            with self._lock:
+                while batch and batch[0].state != _QUEUED:
+                    batch.popleft()  # dropped past its deadline
+                if not batch:
+                    return
+                read = batch.popleft()
+                read.state = _RUNNING
+            outcome = self._collect(read.name, ctx)
+            with self._lock:
+                read.state, read.outcome = _DONE, outcome
+                if self._inflight.get(read.name) is read:
+                    del self._inflight[read.name]
+                done = []
+                for scrape in read.waiters:
+                    scrape.waiting -= 1
+                    if not scrape.waiting:
+                        done.append(scrape)
+                read.waiters.clear()
+            for scrape in done:
+                self._finish(scrape)
+
+    def _tick(self, scrape: _Scrape, step: float) -> None:
+        """The Deadlines thread, every `step` seconds of a scrape not finished: at its
+        deadline it ends it; before, a batch still holding reads gets one more worker."""
         now = time.monotonic()
-        runs: dict[str, _Run] = {}
-        items: list[tuple[Future[Outcome], Callable[[], Outcome]]] = []
+        if now >= scrape.deadline:
+            self._finish(scrape)
+            return
+        batch = scrape.batch
         with self._lock:
-            for name in names:
-                run = self._inflight.get(name)
-                if run is not None and now >= run.deadline and run.future.cancel():
-                    run = None  # queued behind a hung read past its deadline: start afresh
-                if run is not None and not run.future.done():
-                    if now >= run.deadline:
-                        if name not in self._stuck:
-                            # Logged now, once, not through the notices: the stuck read
-                            # may be the watcher's too (meminfo), and then nobody flushes.
-                            self._stuck.add(name)
-                            log.warning(
-                                "collector %s is stuck on a read; failing it until the read "
-                                "returns",
-                                name,
-                            )
-                        continue
-                    runs[name] = run  # in flight for a concurrent scrape: share its read
+            if scrape.finished:
+                return
+            pending = batch is not None and any(r.state == _QUEUED for r in batch)
+            scrape.entry = self._deadlines.at(
+                min(scrape.deadline, now + step), lambda: self._tick(scrape, step)
+            )
+        if pending:
+            ctx = self.context()
+            self._pool.extra(lambda: self._drain(batch, ctx))  # type: ignore[arg-type]
+
+    def _finish(self, scrape: _Scrape) -> None:
+        now = time.monotonic()
+        outcomes: list[Outcome] = []
+        with self._lock:
+            if scrape.finished:
+                return
+            scrape.finished = True
+            for name in scrape.names:
+                read = scrape.reads.get(name)
+                if read is not None and read.outcome is not None:
+                    outcomes.append(read.outcome)
                     continue
-                if name in self._stuck:
-                    self._stuck.discard(name)
-                    log.info("collector %s reads again", name)
-                future: Future[Outcome] = Future()
-                items.append((future, partial(self._collect, name, ctx)))
-                run = _Run(future, deadline)
-                self._inflight[name] = run
-                runs[name] = run
-        if items:
-            batch = _Batch(items)
-            self._pool.submit(batch.drain)
-            rescue = _Rescue(self, batch, deadline, RESCUE_EVERY * (deadline - now))
-            rescue.arm(now + rescue.step)
-            rescues.append(rescue)
-        return runs
+                # Missed the deadline, or stuck since an earlier scrape.
+                outcomes.append(Outcome(name, (), False, now - scrape.started if read else 0.0))
+                if read is None:
+                    continue
+                read.waiters.discard(scrape)
+                if read.state == _QUEUED and now >= read.deadline:
+                    # Still behind a hung read: the next scrape starts it afresh.
+                    read.state = _DROPPED
+                    if self._inflight.get(name) is read:
+                        del self._inflight[name]
+            scrape.reads = {}
+            entry, scrape.entry = scrape.entry, None
+        if entry is not None:
+            self._deadlines.cancel(entry)
+        scrape.result.set_result(assemble(outcomes))  # renders (its callbacks): not locked
 
     def _collect(self, name: str, ctx: ScrapeContext) -> Outcome:
         started = time.perf_counter()
