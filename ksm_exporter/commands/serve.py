@@ -24,6 +24,7 @@ from ksm_exporter.collectors.registry import (
 from ksm_exporter.collectors.source import HIDDEN
 from ksm_exporter.daemon.health import Liveness
 from ksm_exporter.daemon.logging_setup import configure, set_level
+from ksm_exporter.daemon.malloc import give_back_freed_memory, limit_arenas
 from ksm_exporter.daemon.scrape import Scraper
 from ksm_exporter.daemon.systemd import ServiceNotifier, journal_handler, status_line
 from ksm_exporter.daemon.watcher import Watcher
@@ -245,6 +246,7 @@ HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def run(args: argparse.Namespace) -> int:
+    limit_arenas()  # before any thread starts
     configure(args.log_level, args.log_format, journal_handler(args.log_journal))
     # Held from before the socket listens until the handlers are set and the threads run
     # (they inherit the mask): a signal before its handler would kill us, and one the
@@ -270,10 +272,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     daemon.watcher.start()
     daemon.server.serve_in_thread()
-    sd = notifier(daemon)
-    sd.ready()  # the socket has listened since build()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     ksm_dir = daemon.monitor.paths.ksm_dir
+    # Logged before READY=1: whoever waits for the service finds the port (:0) in the log.
     log.info(
         "listening",
         extra={
@@ -285,6 +285,10 @@ def run(args: argparse.Namespace) -> int:
             }
         },
     )
+    sd = notifier(daemon)
+    sd.ready()  # the socket has listened since build()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    give_back_freed_memory()  # what loading the modules used and freed
     if not ksm_dir.is_dir():
         log.warning(
             "KSM is not available; serving ksm_up 0 until it appears",

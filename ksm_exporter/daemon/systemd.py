@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from systemd import daemon, journal
-
 from ksm_exporter.model.derived import mebibytes, run_state, saved_bytes
 from ksm_exporter.state.snapshot import Snapshot
 
@@ -79,8 +77,12 @@ class JournalHandler(logging.Handler):
     systemd-python's own handler is not used: it would send every LogRecord attribute,
     `fields` as one dict string, and no KSM_* field."""
 
-    def __init__(self, send: Sender = journal.send) -> None:
+    def __init__(self, send: Sender | None = None) -> None:
         super().__init__()
+        if send is None:
+            from systemd import journal  # here: libsystemd is loaded only when it is used
+
+            send = journal.send
         self.send = send
 
     def entry(self, record: logging.LogRecord) -> dict[str, object]:
@@ -174,15 +176,19 @@ class ServiceNotifier:
         alive: Callable[[], tuple[bool, str]],
         status: Callable[[], str],
         interval: float,
-        notify: Notify = daemon.notify,
+        notify: Notify | None = None,
         environ: Mapping[str, str] = os.environ,
         pid: int | None = None,
     ) -> None:
         self.alive = alive
         self.status = status
         self.interval = interval  # how often the status can change
-        self._notify = notify
         self.enabled = bool(environ.get("NOTIFY_SOCKET"))
+        if notify is None and self.enabled:
+            from systemd import daemon  # here: outside systemd, libsystemd is not loaded
+
+            notify = daemon.notify
+        self._notify: Notify = notify or (lambda _: None)
         self.watchdog = watchdog_seconds(environ, pid) if self.enabled else None
         self._status = ""
         self._answering = True
