@@ -14,6 +14,7 @@ from prometheus_client.core import (
 
 from ksm_exporter.collectors.ksm_files import (
     ADVISOR_MODE_HELP,
+    BY_FILE,
     FILE_METRICS,
     UNKNOWN_FILE_HELP,
     UNKNOWN_FILE_METRIC,
@@ -57,11 +58,10 @@ def render(ksm: KsmReading, page_size: int) -> Iterator[Metric]:
 
 
 def ksm_file_metrics(ksm: KsmReading) -> Iterator[Metric]:
-    known = {m.file for m in FILE_METRICS}
     for m in FILE_METRICS:
         if m.file in ksm.values:
             yield _family(m, ksm.values[m.file])
-    unknown = sorted(ksm.values.keys() - known)
+    unknown = sorted(ksm.values.keys() - BY_FILE.keys())
     if unknown:
         g = GaugeMetricFamily(UNKNOWN_FILE_METRIC, UNKNOWN_FILE_HELP, labels=["file"])
         for file in unknown:

@@ -254,8 +254,10 @@ class Deadlines:
 def assemble(outcomes: Sequence[Outcome]) -> list[Metric]:
     """The collectors' families, then node_exporter's two metrics about the collectors. A
     collector that could observe part of its source keeps the series of that part (its
-    success is 0 all the same); one that missed the deadline has none."""
-    families: list[Metric] = [f for o in outcomes for f in o.families]
+    success is 0 all the same); one that missed the deadline has none. A family without
+    samples (no transition yet, no read error) is left out, as client_golang does: its HELP
+    and TYPE alone say nothing."""
+    families: list[Metric] = [f for o in outcomes for f in o.families if f.samples]
     duration = GaugeMetricFamily(
         "ksm_scrape_collector_duration_seconds",
         "How long each collector took in this scrape (for a failed one: how long it was "

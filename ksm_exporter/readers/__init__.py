@@ -53,6 +53,8 @@ def parse_kernel_int(text: str | bytes, what: str = "", signed: bool = False) ->
     the 64-bit range (signed or not). ValueError says why, after `what: ` when given.
     int() alone would also take "+5", "1_000" and other scripts' digits."""
     s = (text.decode("ascii", "replace") if isinstance(text, bytes) else text).strip()
+    if len(s) < 19 and s.isascii() and s.isdigit():  # the common case: within both ranges
+        return int(s, 10)
     prefix = f"{what}: " if what else ""
     if not s:
         raise ValueError(f"{prefix}empty")
