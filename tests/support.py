@@ -105,15 +105,6 @@ def thread_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def free_port() -> int:
-    """A port free now. Racy (another process may take it before the exporter binds it):
-    only for tests that must know the port before the exporter starts. run_exporter
-    binds port 0 and reads the port from the exporter's log instead."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # The exporter's "listening" log line names the address it bound (logfmt or JSON).
 _LISTENING = re.compile(
     r'(?:msg=listening\b|"msg": "listening").*?\baddress"?[=:] ?"?[^\s",]*:(\d+)'
