@@ -132,7 +132,9 @@ def listening_ports(pid: int) -> set[int]:
     """The TCP ports process `pid` listens on, as the kernel has them at this moment (none
     once it has exited)."""
     try:
-        connections = psutil.Process(pid).net_connections("tcp")
+        proc = psutil.Process(pid)
+        # net_connections() since psutil 6.0; connections() before (pyproject allows 5.9).
+        connections = (getattr(proc, "net_connections", None) or proc.connections)("tcp")
     except psutil.NoSuchProcess:
         return set()
     return {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
