@@ -22,9 +22,9 @@ Not a test: it prints a table, to be copied into docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.http_client import KeepAliveClient, rss_bytes
+from tests.support import listening_process, toolkit_port
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "linux-6.18"
@@ -51,12 +52,6 @@ PROMETHEUS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
@@ -65,7 +60,7 @@ def cpu_seconds(pid: int) -> float:
 @dataclass
 class Target:
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[str]
     port: int
     seq: list[float] = field(default_factory=list)
     prom: list[float] = field(default_factory=list)
@@ -148,40 +143,36 @@ def main() -> int:
     tree = tmp / "tree"
     shutil.copytree(FIXTURE, tree)
     paths = [f"--path.sysfs={tree}/sys", f"--path.procfs={tree}/proc"]
-    ours_port, node_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    ours = Target(
-        "ksm-exporter",
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ksm_exporter",
-                f"--web.listen-address=127.0.0.1:{ours_port}",
-                *paths,
-            ],
-            env=env,
-            **quiet,
-        ),
-        ours_port,
-    )
-    node = Target(
-        "node_exporter",
-        subprocess.Popen(
-            [
-                NODE_EXPORTER,
-                "--collector.disable-defaults",
-                "--collector.ksmd",
-                f"--web.listen-address=127.0.0.1:{node_port}",
-                *paths,
-            ],
-            **quiet,
-        ),
-        node_port,
-    )
-    targets = [ours, node]
-    try:
+    # Both on port 0, each bound port read from the exporter's log (ours: "listening";
+    # node_exporter: exporter-toolkit's "Listening on"): nothing can take it in between.
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        ours_run = stack.enter_context(
+            listening_process(
+                [sys.executable, "-m", "ksm_exporter", "--web.listen-address=127.0.0.1:0", *paths],
+                tmp,
+                "ksm-exporter",
+                env=env,
+            )
+        )
+        node_run = stack.enter_context(
+            listening_process(
+                [
+                    NODE_EXPORTER,
+                    "--collector.disable-defaults",
+                    "--collector.ksmd",
+                    "--web.listen-address=127.0.0.1:0",
+                    *paths,
+                ],
+                tmp,
+                "node_exporter",
+                toolkit_port,
+            )
+        )
+        ours = Target("ksm-exporter", ours_run.proc, ours_run.port)
+        node = Target("node_exporter", node_run.proc, node_run.port)
+        targets = [ours, node]
         for t in targets:
             wait_up(t)
             sequential(t, 300, PLAIN, [])  # warm up
@@ -198,11 +189,6 @@ def main() -> int:
         time.sleep(args.idle_seconds)
         for t in targets:
             t.idle_cpu = (cpu_seconds(t.proc.pid) - cpu0[t.name]) / args.idle_seconds
-    finally:
-        for t in targets:
-            t.proc.terminate()
-            t.proc.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
 
     rows = [
         ("sequential keep-alive p50 (ms)", lambda t: pct(t.seq, 50)),

@@ -1,4 +1,5 @@
-"""Shared test helpers: fixture trees, a free port, the exporter as a real process."""
+"""Shared test helpers: fixture trees, the exporter (or another server) as a real process on
+the port it bound itself, a stand-in for systemd's notify socket."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits
 
@@ -101,15 +105,6 @@ def thread_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def free_port() -> int:
-    """A port free now. Racy (another process may take it before the exporter binds it):
-    only for tests that must know the port before the exporter starts. run_exporter
-    binds port 0 and reads the port from the exporter's log instead."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # The exporter's "listening" log line names the address it bound (logfmt or JSON).
 _LISTENING = re.compile(
     r'(?:msg=listening\b|"msg": "listening").*?\baddress"?[=:] ?"?[^\s",]*:(\d+)'
@@ -120,6 +115,29 @@ def bound_port(log_text: str) -> int | None:
     """The port of the exporter's "listening" log line; None before that line."""
     m = _LISTENING.search(log_text)
     return int(m.group(1)) if m else None
+
+
+# exporter-toolkit's line (Prometheus, Alertmanager, node_exporter; level info) names the
+# address its listener bound, also for port 0: "Start listening ..." names only the flag's.
+_TOOLKIT_LISTENING = re.compile(r'msg="Listening on" address=\S*:(\d+)')
+
+
+def toolkit_port(log_text: str) -> int | None:
+    """The port of exporter-toolkit's "Listening on" log line; None before that line."""
+    m = _TOOLKIT_LISTENING.search(log_text)
+    return int(m.group(1)) if m else None
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process `pid` listens on, as the kernel has them at this moment (none
+    once it has exited)."""
+    try:
+        proc = psutil.Process(pid)
+        # net_connections() since psutil 6.0; connections() before (pyproject allows 5.9).
+        connections = (getattr(proc, "net_connections", None) or proc.connections)("tcp")
+    except psutil.NoSuchProcess:
+        return set()
+    return {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
 
 
 @contextlib.contextmanager
@@ -194,63 +212,80 @@ def exporter_command(*args: str) -> list[str]:
 
 
 @contextlib.contextmanager
+def listening_process(
+    command: list[str],
+    log_dir: Path,
+    name: str,
+    port_in_log: Callable[[str], int | None] = bound_port,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path = REPO,
+    timeout: float = 15,
+) -> Iterator[RunningExporter]:
+    """Start a server told to listen on port 0 (its stdout and stderr in a NAME-*.log of
+    log_dir) and read the port it bound from its log with `port_in_log`: no port is picked
+    and released for it beforehand, so no other process can take it in between. Stop it
+    (SIGTERM, then SIGKILL) on exit."""
+    fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=log_dir)
+    log_path = Path(path)
+    with open(fd, "w") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env
+        )
+    try:
+
+        def bound() -> int | None:
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited {proc.returncode}: {log_path.read_text()}")
+            return port_in_log(log_path.read_text())
+
+        port = wait_until(bound, timeout=timeout, what=f"the port {name} bound, in its log")
+        yield RunningExporter(proc, port, log_path)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
 def run_exporter(
     root: Path | None,
     *extra: str,
     tmp: Path,
     env: dict[str, str] | None = None,
     interval: str = "100ms",
-    port: int | None = None,
 ) -> Iterator[RunningExporter]:
     """Start `python -m ksm_exporter` on a fixture tree (root=None: the real /sys and /proc)
-    on loopback port 0 (or `port`), the port it bound read from its "listening" log line
-    (so the log level must be info or debug); stop it (SIGTERM, then SIGKILL) on exit."""
-    args = [f"--web.listen-address=127.0.0.1:{port or 0}", f"--watch.interval={interval}"]
+    on loopback port 0, the port it bound read from its "listening" log line (so the log
+    level must be info or debug); stop it on exit."""
+    args = ["--web.listen-address=127.0.0.1:0", f"--watch.interval={interval}"]
     if root is not None:
         args += [f"--path.sysfs={root}/sys", f"--path.procfs={root}/proc"]
-    fd, name = tempfile.mkstemp(prefix="exporter-", suffix=".log", dir=tmp)
-    log_path = Path(name)
-    with open(fd, "w") as log:
-        proc = subprocess.Popen(
-            exporter_command(*args, *extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=REPO,
-            env={**os.environ, **(env or {})},
-        )
-    try:
-
-        def listening() -> int | None:
-            if proc.poll() is not None:
-                raise AssertionError(f"exporter exited {proc.returncode}: {log_path.read_text()}")
-            return bound_port(log_path.read_text())
-
-        bound = wait_until(listening, timeout=15, what="the exporter's listening line")
-        assert port in (None, bound), f"asked for port {port}, bound {bound}"
-        yield RunningExporter(proc, bound, log_path)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with listening_process(
+        exporter_command(*args, *extra), tmp, "exporter", env={**os.environ, **(env or {})}
+    ) as exporter:
+        yield exporter
 
 
 @dataclass
 class NotifySocket:
     """What systemd listens on: an AF_UNIX datagram socket. Records each message with the
-    time it came; on READY=1 it tries a connection to `port` at once."""
+    time it came. On READY=1 it asks the kernel at once which TCP ports the sender (known
+    from its credentials, as systemd knows it) listens on, and connects to each: a
+    server started on port 0 is checked on the port it bound, with nothing picked before."""
 
     path: Path
-    port: int
     messages: list[tuple[float, str]] = field(default_factory=list)
+    ports_at_ready: set[int] = field(default_factory=set)
     port_open_at_ready: bool | None = None
 
     def __post_init__(self) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self._sock.bind(str(self.path))
         self._sock.settimeout(0.1)
         self._stop = threading.Event()
@@ -258,18 +293,27 @@ class NotifySocket:
         self._thread.start()
 
     def _receive(self) -> None:
+        creds = struct.Struct("3i")  # struct ucred: pid, uid, gid
         while not self._stop.is_set():
             try:
-                data = self._sock.recv(4096).decode()
+                raw, ancillary, _, _ = self._sock.recvmsg(4096, socket.CMSG_SPACE(creds.size))
             except socket.timeout:
                 continue
+            data = raw.decode()
             self.messages.append((time.monotonic(), data))
             if "READY=1" in data.splitlines():
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                    self.port_open_at_ready = True
-                except OSError:
-                    self.port_open_at_ready = False
+                pids = [
+                    creds.unpack(cdata)[0]
+                    for level, kind, cdata in ancillary
+                    if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
+                ]
+                self.ports_at_ready = listening_ports(pids[0]) if pids else set()
+                self.port_open_at_ready = bool(self.ports_at_ready)
+                for port in self.ports_at_ready:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    except OSError:
+                        self.port_open_at_ready = False
 
     def close(self) -> None:
         """Stop receiving; what was sent before (STOPPING=1 of an exited process) is kept."""

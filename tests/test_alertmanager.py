@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from . import test_prometheus_integration as integration
-from .support import REPO, copy_fixture, free_port, run_exporter, wait_until, write_ksm
+from .support import REPO, copy_fixture, run_exporter, wait_until, write_ksm
 from .test_prometheus_integration import (
     KSMTUNED_CONF,
     Fleet,
@@ -97,16 +97,13 @@ def run_alertmanager(tmp: Path, webhook: str) -> Iterator[str]:
         ],
     }
     (tmp / "alertmanager.yml").write_text(json.dumps(config))  # JSON is YAML
-    address = f"127.0.0.1:{free_port()}"
     args = [
         ALERTMANAGER,
         f"--config.file={tmp / 'alertmanager.yml'}",
         f"--storage.path={tmp / 'alertmanager'}",
-        f"--web.listen-address={address}",
         "--cluster.listen-address=",  # no gossip: one instance, loopback only
-        "--log.level=warn",
     ]
-    with run_server("alertmanager", args, tmp, f"http://{address}/-/ready"):
+    with run_server("alertmanager", args, tmp) as address:
         yield address
 
 

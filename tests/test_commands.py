@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,6 @@ from .support import (
     REPO,
     copy_fixture,
     exporter_command,
-    free_port,
     run_exporter,
     wait_until,
     write_ksm,
@@ -248,8 +248,12 @@ def test_transitions_from_a_running_exporter(tmp_path: Path) -> None:
 
 
 def test_transitions_errors_are_one_line(tmp_path: Path) -> None:
-    port = free_port()
-    r = run_cli("transitions", f"--url=http://127.0.0.1:{port}")
+    # A port bound but not listening, held for the test: a connection to it is refused,
+    # and no other process can take it meanwhile.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        r = run_cli("transitions", f"--url=http://127.0.0.1:{port}")
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr == (
         f"ksm-exporter transitions: cannot read http://127.0.0.1:{port}/transitions: "

@@ -21,7 +21,7 @@ import yaml
 
 from ksm_exporter import __version__, flags
 
-from .support import FIXTURES, REPO, RunningExporter, free_port, parse_samples, wait_until
+from .support import FIXTURES, REPO, listening_process, parse_samples, wait_until
 
 DEPLOY = REPO / "deploy" / "kubernetes"
 SERVICEMONITOR_SCHEMA = FIXTURES / "kubernetes" / "servicemonitor-v1.schema.json"
@@ -147,7 +147,6 @@ def run_as_the_pod(bounding: str, tmp: Path) -> dict[str, float]:
     what its probe path and one scrape say."""
     _, c = daemonset_container()
     args = [a.replace("/host/", "/") for a in c["args"] if "listen-address" not in a]
-    port = free_port()
     setpriv = [
         "setpriv",
         "--no-new-privs",
@@ -156,20 +155,10 @@ def run_as_the_pod(bounding: str, tmp: Path) -> dict[str, float]:
         "--",
     ]
     command = [*setpriv, sys.executable, "-m", "ksm_exporter", *args]
-    log_path = tmp / f"pod-{port}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [*command, f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=REPO,
-        )
-    exporter = RunningExporter(proc, port, log_path)
-    try:
+    with listening_process([*command, "--web.listen-address=127.0.0.1:0"], tmp, "pod") as exporter:
 
         def healthy() -> bool:
-            assert proc.poll() is None, exporter.log()
+            assert exporter.proc.poll() is None, exporter.log()
             try:
                 return exporter.get("/-/healthy")[0] == 200
             except OSError:
@@ -179,9 +168,6 @@ def run_as_the_pod(bounding: str, tmp: Path) -> dict[str, float]:
         status, body = exporter.get("/metrics")
         assert status == 200
         return parse_samples(body)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="root, setpriv")

@@ -28,7 +28,7 @@ from ksm_exporter import __version__
 from ksm_exporter.flags import serve_parser
 
 from .nspawn import built_deb
-from .support import FIXTURES, REPO, NotifySocket, free_port, http_get, wait_until
+from .support import FIXTURES, REPO, NotifySocket, listening_process, wait_until
 
 PACKAGING = REPO / "packaging"
 UNIT = PACKAGING / "ksm-exporter.service"
@@ -442,44 +442,31 @@ def test_deb_installs_runs_and_purges(installed_deb: Path, tmp_path: Path) -> No
     # The installed daemon, on Debian's python3 and its prometheus-client, psutil and
     # systemd modules, serves a fixture tree and tells its NOTIFY_SOCKET what the unit's
     # Type=notify waits for.
-    port = free_port()
     root = FIXTURES / "linux-6.18"
-    log = tmp_path / "installed.log"
-    notify = NotifySocket(tmp_path / "notify", port)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                "/usr/bin/ksm-exporter",
-                f"--web.listen-address=127.0.0.1:{port}",
-                f"--path.sysfs={root}/sys",
-                f"--path.procfs={root}/proc",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-            env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
-        )
-
-    def scrape() -> tuple[int, str] | None:
-        if proc.poll() is not None:
-            raise AssertionError(f"installed exporter exited {proc.returncode}: {log.read_text()}")
-        try:
-            return http_get(f"http://127.0.0.1:{port}/metrics", timeout=2)
-        except OSError:
-            return None
-
+    notify = NotifySocket(tmp_path / "notify")
+    command = [
+        "/usr/bin/ksm-exporter",
+        "--web.listen-address=127.0.0.1:0",
+        f"--path.sysfs={root}/sys",
+        f"--path.procfs={root}/proc",
+    ]
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
     try:
-        status, body = wait_until(scrape, timeout=20, what="the installed exporter to serve")
-        assert status == 200 and "\nksm_up 1.0\n" in body, log.read_text()
-        wait_until(lambda: notify.port_open_at_ready is not None, what="READY=1")
-        assert notify.port_open_at_ready, notify.texts()
-        wait_until(
-            lambda: "KSM stopped, 11 MB saved, 0 transitions since start" in notify.statuses(),
-            what="STATUS from the installed exporter",
-        )
+        with listening_process(
+            command, tmp_path, "installed", env=env, cwd=tmp_path, timeout=20
+        ) as exporter:
+            status, body = exporter.get("/metrics")
+            assert status == 200 and "\nksm_up 1.0\n" in body, exporter.log()
+            wait_until(lambda: notify.port_open_at_ready is not None, what="READY=1")
+            assert notify.port_open_at_ready, notify.texts()
+            assert notify.ports_at_ready == {exporter.port}, notify.ports_at_ready
+            wait_until(
+                lambda: "KSM stopped, 11 MB saved, 0 transitions since start" in notify.statuses(),
+                what="STATUS from the installed exporter",
+            )
+            exporter.proc.send_signal(signal.SIGTERM)
+            assert exporter.proc.wait(10) == 0, exporter.log()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0, log.read_text()
         notify.close()
     assert notify.texts()[-1] == "STOPPING=1\nSTATUS=stopping"
 

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -40,9 +39,10 @@ from .support import (
     FIXTURES,
     REPO,
     copy_fixture,
-    free_port,
     http_get,
+    listening_process,
     run_exporter,
+    toolkit_port,
     wait_until,
     write_ksm,
 )
@@ -218,31 +218,24 @@ def busy_ksmd(proc: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def run_server(name: str, args: list[str], tmp: Path, ready_url: str) -> Iterator[None]:
-    """Start a Prometheus-style server (its log in tmp/NAME.log) and wait until
-    ready_url answers 200; terminate it on exit."""
-    log_path = tmp / f"{name}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
-    try:
+def run_server(name: str, args: list[str], tmp: Path) -> Iterator[str]:
+    """Start a Prometheus-style server on 127.0.0.1 port 0 (exporter-toolkit's "Listening
+    on" line, logged at info, names the port it bound; its log in tmp/NAME-*.log) and wait
+    until its /-/ready answers 200; yield its host:port, terminate it on exit."""
+    command = [*args, "--web.listen-address=127.0.0.1:0", "--log.level=info"]
+    with listening_process(command, tmp, name, toolkit_port, cwd=tmp, timeout=20) as server:
+        address = f"127.0.0.1:{server.port}"
 
         def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited {proc.returncode}: {log_path.read_text()}")
+            if server.proc.poll() is not None:
+                raise AssertionError(f"{name} exited {server.proc.returncode}: {server.log()}")
             try:
-                return http_get(ready_url, timeout=1)[0] == 200
+                return http_get(f"http://{address}/-/ready", timeout=1)[0] == 200
             except OSError:
                 return False
 
         wait_until(ready, timeout=20, what=f"{name} to be ready")
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        yield address
 
 
 @contextlib.contextmanager
@@ -275,16 +268,13 @@ def run_prometheus(
             "alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]
         }
     (tmp / "prometheus.yml").write_text(json.dumps(prometheus_config))  # JSON is YAML
-    url = f"http://127.0.0.1:{free_port()}"
     args = [
         PROMETHEUS,
         f"--config.file={tmp / 'prometheus.yml'}",
         f"--storage.tsdb.path={tmp / 'data'}",
-        f"--web.listen-address={url.removeprefix('http://')}",
-        "--log.level=warn",
     ]
-    with run_server("prometheus", args, tmp, url + "/-/ready"):
-        yield url
+    with run_server("prometheus", args, tmp) as address:
+        yield f"http://{address}"
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,6 @@ from .support import (
     FIXTURES,
     NotifySocket,
     copy_fixture,
-    free_port,
     run_exporter,
     unwedge_run,
     wait_until,
@@ -62,7 +61,7 @@ KSMTUNED_STOCK_CONF = FIXTURES / "ksmtuned" / "stock.conf"
 
 @pytest.fixture
 def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
-    s = NotifySocket(tmp_path / "notify", free_port())
+    s = NotifySocket(tmp_path / "notify")
     yield s
     s.close()
 
@@ -77,10 +76,12 @@ def test_ready_status_watchdog_and_stopping(tmp_path: Path, notify_socket: Notif
     root = copy_fixture("linux-6.18", tmp_path)
     n = notify_socket
     env = systemd_env(n)
-    with run_exporter(root, tmp=tmp_path, env=env, port=n.port) as exporter:
+    with run_exporter(root, tmp=tmp_path, env=env) as exporter:
         wait_until(lambda: n.port_open_at_ready is not None, what="READY=1")
         assert n.texts()[0].startswith("READY=1\n")
         assert n.port_open_at_ready, "READY=1 came before the port accepted connections"
+        # The port open at READY is the one the exporter bound and logged, not another.
+        assert n.ports_at_ready == {exporter.port}, (n.ports_at_ready, exporter.port)
         wait_until(
             lambda: "KSM stopped, 11 MB saved, 0 transitions since start" in n.statuses(),
             what="the first STATUS",
@@ -114,7 +115,7 @@ def test_watchdog_pings_stop_while_the_watcher_is_stalled(
     root = copy_fixture("linux-6.18", tmp_path)
     wedge_run(root)
     n = notify_socket
-    with run_exporter(root, tmp=tmp_path, env=systemd_env(n), port=n.port) as exporter:
+    with run_exporter(root, tmp=tmp_path, env=systemd_env(n)) as exporter:
         wait_until(lambda: n.pings(), what="a first ping")
         # --watch.interval=100ms: stalled once a poll is 2.1 s late (as /-/healthy says).
         wait_until(

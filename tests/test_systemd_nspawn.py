@@ -3,10 +3,10 @@ the package installed with apt, the unit as shipped, driven with systemctl and j
 as an operator would.
 
 One container for the module. Two settings differ from a fresh install, as an operator
-would set them: /etc/default/ksm-exporter listens on a free loopback port with a web
-config (basic auth, for the reload test), and a drop-in shortens WatchdogSec and
-RestartSec so the watchdog tests take seconds, not minutes (the bounds below are read
-back from systemd, not assumed).
+would set them: /etc/default/ksm-exporter listens on loopback port 0 (the port each start
+binds is read from its "listening" journal entry) with a web config (basic auth, for the
+reload test), and a drop-in shortens WatchdogSec and RestartSec so the watchdog tests
+take seconds, not minutes (the bounds below are read back from systemd, not assumed).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pytest
 from ksm_exporter.experiment.ksm_settings import KsmUnavailable, exclusive_ksm
 
 from .nspawn import Container, booted, built_deb, cannot_boot
-from .support import REAL_KSM, free_port, http_get, parse_samples, wait_until
+from .support import REAL_KSM, http_get, listening_ports, parse_samples, wait_until
 
 pytestmark = pytest.mark.packaging
 
@@ -70,7 +70,7 @@ class Node:
     """The container with the exporter's settings in place."""
 
     c: Container
-    port: int
+    port: int = 0  # the running exporter's, from its journal (started() and restarted() set it)
     password: str = "one"
 
     def get(self, path: str, password: str | None = None) -> tuple[int, str]:
@@ -126,16 +126,26 @@ class Node:
             interval=0.2,
             what="systemd to restart the exporter",
         )
-        wait_until(lambda: self.listening(), timeout=30, what="the restarted exporter to serve")
+        wait_until(self.listening, timeout=30, interval=0.2, what="the restarted exporter to serve")
         return self.main_pid()
 
     def started(self) -> None:
         """Start the unit if it is not running (each test can run alone) and wait until it
         serves."""
         self.c.run("systemctl", "start", UNIT, timeout=60)
-        wait_until(self.listening, timeout=30, what="the exporter to serve")
+        wait_until(self.listening, timeout=30, interval=0.2, what="the exporter to serve")
+
+    def journal_port(self) -> int | None:
+        """The port in the running exporter's "listening" journal entry; None before it."""
+        pid = self.main_pid()
+        entries = self.journal(f"_PID={pid}", "MESSAGE=listening") if pid else []
+        return int(entries[-1]["KSM_ADDRESS"].rpartition(":")[2]) if entries else None
 
     def listening(self) -> bool:
+        port = self.journal_port()
+        if port is None:
+            return False
+        self.port = port
         try:
             return self.get("/-/healthy")[0] == 200
         except OSError:
@@ -154,11 +164,10 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     started = time.monotonic()
     with booted(f"ksm-exporter-test-{os.getpid()}", workdir, (deb,)) as c:
         print(f"\ncontainer booted and package installed in {time.monotonic() - started:.1f} s")
-        port = free_port()
         (c.root / WEB_CONFIG).parent.mkdir(parents=True)
         (c.root / WEB_CONFIG).write_text(web_config("one"))
         (c.root / "etc/default/ksm-exporter").write_text(
-            f'ARGS="--web.listen-address=127.0.0.1:{port} --web.config.file=/{WEB_CONFIG}"\n'
+            f'ARGS="--web.listen-address=127.0.0.1:0 --web.config.file=/{WEB_CONFIG}"\n'
         )
         (c.root / DROPINS).mkdir(parents=True)
         (c.root / DROPINS / "test-timing.conf").write_text(
@@ -168,15 +177,19 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
             (c.root / "usr/local/bin" / name).write_text(text)
             (c.root / "usr/local/bin" / name).chmod(0o755)
         c.run("systemctl", "daemon-reload")
-        yield Node(c, port)
+        yield Node(c)
 
 
 def test_start_is_active_only_after_ready_and_status_shows_the_line(node: Node) -> None:
     # Type=notify: `systemctl start` returns once READY=1 came, which the exporter sends
-    # only when its socket listens: the first request needs no retry.
+    # only when its socket listens: the kernel has it listening at once, and the first
+    # request needs no retry.
     node.c.run("systemctl", "start", UNIT, timeout=60)
     assert node.show("ActiveState")["ActiveState"] == "active"
+    [node.port] = listening_ports(node.c.host_pid(node.main_pid()))
     assert node.get("/-/healthy")[0] == 200
+    # The journal names that port (for an operator, and for the tests that follow).
+    assert wait_until(node.journal_port, what="the listening entry") == node.port
     assert node.show("Type")["Type"] == "notify"
 
     # READY=1 may carry "starting: waiting for the first poll"; the first poll's line follows.
@@ -440,6 +453,7 @@ def test_per_vm_dropin_reports_the_qemu_process_of_another_user(
     try:
         node.c.run("systemctl", "daemon-reload")
         node.c.run("systemctl", "restart", UNIT, timeout=60)
+        node.started()  # on the port this start bound
         print(f"\n$ systemd-analyze security {UNIT}   (with per-vm.conf)\n{node.security()}")
         pid = int(node.c.run("pgrep", "-u", "nobody", "-x", QEMU_NAME).stdout.split()[0])
 

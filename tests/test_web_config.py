@@ -30,7 +30,7 @@ from ksm_exporter.daemon.web.webconfig import (
 )
 
 from .certs import Certs, make_certs
-from .support import copy_fixture, exporter_command, free_port, run_exporter, wait_until
+from .support import copy_fixture, exporter_command, run_exporter, wait_until
 from .test_server import StubApp
 
 
@@ -253,7 +253,7 @@ def test_a_broken_file_at_startup_is_one_line_and_exit_1(tmp_path: Path) -> None
     root = copy_fixture("linux-6.18", tmp_path)
     proc = subprocess.run(
         exporter_command(
-            f"--web.listen-address=127.0.0.1:{free_port()}",
+            "--web.listen-address=127.0.0.1:0",
             f"--path.sysfs={root}/sys",
             f"--path.procfs={root}/proc",
             f"--web.config.file={config}",
