@@ -282,6 +282,9 @@ class NotifySocket:
     messages: list[tuple[float, str]] = field(default_factory=list)
     ports_at_ready: set[int] = field(default_factory=set)
     port_open_at_ready: bool | None = None
+    # Called when READY=1 arrives; what it returns is kept in seen_at_ready.
+    at_ready: Callable[[], object] | None = None
+    seen_at_ready: object = None
 
     def __post_init__(self) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -307,6 +310,8 @@ class NotifySocket:
                     for level, kind, cdata in ancillary
                     if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
                 ]
+                if self.at_ready is not None:
+                    self.seen_at_ready = self.at_ready()
                 self.ports_at_ready = listening_ports(pids[0]) if pids else set()
                 self.port_open_at_ready = bool(self.ports_at_ready)
                 for port in self.ports_at_ready:

@@ -45,6 +45,7 @@ from ksm_exporter.state.transitions import TransitionTracker
 from .support import (
     FIXTURES,
     NotifySocket,
+    bound_port,
     copy_fixture,
     run_exporter,
     unwedge_run,
@@ -75,6 +76,8 @@ def systemd_env(notify: NotifySocket) -> dict[str, str]:
 def test_ready_status_watchdog_and_stopping(tmp_path: Path, notify_socket: NotifySocket) -> None:
     root = copy_fixture("linux-6.18", tmp_path)
     n = notify_socket
+    # The exporter's log as READY=1 arrives: it already names the port (bound to :0).
+    n.at_ready = lambda: "".join(p.read_text() for p in tmp_path.glob("exporter-*.log"))
     env = systemd_env(n)
     with run_exporter(root, tmp=tmp_path, env=env) as exporter:
         wait_until(lambda: n.port_open_at_ready is not None, what="READY=1")
@@ -82,6 +85,7 @@ def test_ready_status_watchdog_and_stopping(tmp_path: Path, notify_socket: Notif
         assert n.port_open_at_ready, "READY=1 came before the port accepted connections"
         # The port open at READY is the one the exporter bound and logged, not another.
         assert n.ports_at_ready == {exporter.port}, (n.ports_at_ready, exporter.port)
+        assert bound_port(str(n.seen_at_ready)) == exporter.port, n.seen_at_ready
         wait_until(
             lambda: "KSM stopped, 11 MB saved, 0 transitions since start" in n.statuses(),
             what="the first STATUS",
