@@ -46,8 +46,12 @@ def test_defaults_are_ksmtuneds() -> None:
     assert KsmtunedConfig() == DEFAULTS
 
 
-def test_absent_file_is_the_defaults(tmp_path: Path) -> None:
-    assert read_ksmtuned_conf(tmp_path / "ksmtuned.conf") == (DEFAULTS, [])
+def test_absent_file_is_no_configuration(tmp_path: Path) -> None:
+    # ksmtuned itself would run with its defaults, but the exporter may see another /etc:
+    # which settings apply cannot be told.
+    assert read_ksmtuned_conf(tmp_path / "ksmtuned.conf") is None
+    (tmp_path / "ksmtuned.conf").symlink_to(tmp_path / "nowhere")
+    assert read_ksmtuned_conf(tmp_path / "ksmtuned.conf") is None
 
 
 def test_stock_file_sets_nothing() -> None:

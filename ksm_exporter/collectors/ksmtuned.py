@@ -7,7 +7,6 @@ among the processes we can see" says nothing about the node."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,14 +51,18 @@ class KsmtunedCollector:
         missing: list[str] = []
         config: KsmtunedConfig | None = None
         # No configuration file: ksmtuned is not installed here (every package ships one),
-        # or the exporter sees another /etc than ksmtuned's: no threshold to report.
-        if os.path.lexists(self.config_file):  # a FIFO there: read, refused, counted
-            try:
-                config, problems = read_ksmtuned_conf(self.config_file)
-            except OSError as e:
-                config, problems = KsmtunedConfig(), [describe_error(e)]
-            errors = {label: "; ".join(problems)} if problems else {}
-            self.read_errors.record({label}, errors, True)
+        # or the exporter sees another /etc than ksmtuned's: no threshold to report. One
+        # that cannot be read: no threshold either, and said (not ksmtuned's defaults).
+        try:
+            found = read_ksmtuned_conf(self.config_file)
+        except OSError as e:
+            missing.append(f"{label}: {describe_error(e)}")
+            self.read_errors.record({label}, {label: describe_error(e)}, True)
+        else:
+            if found is not None:
+                config, problems = found
+                errors = {label: "; ".join(problems)} if problems else {}
+                self.read_errors.record({label}, errors, True)
         memory = ctx.meminfo()
         if isinstance(memory, str):
             missing.append(f"meminfo: {memory}")

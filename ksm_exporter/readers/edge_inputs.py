@@ -45,16 +45,13 @@ def processes_seen(names: ProcessNames) -> ProcessesSeen:
 
 
 def read_edge_config(path: Path) -> KsmtunedConfig | None:
-    """ksmtuned.conf, or None when it is absent or unreadable: we cannot tell then which
-    settings ksmtuned runs with (the exporter may see another /etc than ksmtuned's). A
+    """ksmtuned.conf, or None when it is absent or unreadable (read_ksmtuned_conf). A
     wrong value keeps its default, as the scrape's ksmtuned_* gauges do (and report)."""
-    if not path.is_file():
-        return None
     try:
-        config, _problems = read_ksmtuned_conf(path)
+        found = read_ksmtuned_conf(path)
     except OSError:
         return None
-    return config
+    return None if found is None else found[0]
 
 
 def ksmtuned_figures(

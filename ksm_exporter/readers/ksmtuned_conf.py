@@ -65,12 +65,14 @@ def parse_ksmtuned_conf(text: str) -> tuple[KsmtunedConfig, list[str]]:
     return KsmtunedConfig(**values), errors  # type: ignore[arg-type]
 
 
-def read_ksmtuned_conf(path: Path) -> tuple[KsmtunedConfig, list[str]]:
-    """An absent file is ksmtuned's defaults, as the script only sources it if it exists.
-    Raises OSError when the file exists but cannot be read (or is no regular file of at
-    most 64 KiB: a FIFO there must not block the scrape)."""
+def read_ksmtuned_conf(path: Path) -> tuple[KsmtunedConfig, list[str]] | None:
+    """The configuration and what was wrong with it; None when there is no such file
+    (ksmtuned is not installed, or the exporter sees another /etc than ksmtuned's: which
+    settings it runs with cannot be told). Raises OSError when the file exists but cannot
+    be read, or is no regular file of at most 64 KiB (a FIFO there must not block the
+    reader): its settings are unknown then, never taken to be the defaults."""
     try:
         data = read_regular_file(path, 64 * 1024)
-    except FileNotFoundError:
-        return KsmtunedConfig(), []
+    except FileNotFoundError:  # a dangling symlink too
+        return None
     return parse_ksmtuned_conf(data.decode("utf-8", "replace"))
