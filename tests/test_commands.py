@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .fake_procfs import write_ksmtuned_node
+from .fake_procfs import QEMU_PIDS, write_ksmtuned_node
 from .support import (
     FIXTURES,
     REPO,
@@ -177,10 +177,11 @@ def test_python_dash_m_and_version() -> None:
     assert r.returncode == 0 and r.stdout.startswith("ksm-exporter ")
 
 
-def test_watch_explain_appends_the_cause_and_ksmtuned_figures(tmp_path: Path) -> None:
+def ksmtuned_node(tmp_path: Path) -> Path:
+    """A node with KSM running: 32 GiB, ksmtuned's threshold 20% = 6553 MB; 2 GiB free,
+    28 GiB of VMs: ksmtuned's rule starts KSM."""
     root = tmp_path / "node"
     shutil.copytree(FIXTURES / "linux-4.13" / "sys", root / "sys")  # run=1
-    # 32 GiB, ksmtuned's threshold 20% = 6553 MB; 2 GiB free, 28 GiB of VMs: it starts KSM.
     write_ksmtuned_node(
         root / "proc",
         total_kb=32 * 2**20,
@@ -188,6 +189,11 @@ def test_watch_explain_appends_the_cause_and_ksmtuned_figures(tmp_path: Path) ->
         qemu_rss_kb=[14 * 2**20, 14 * 2**20],
         page_size=os.sysconf("SC_PAGESIZE"),
     )
+    return root
+
+
+def test_watch_explain_appends_the_cause_and_ksmtuned_figures(tmp_path: Path) -> None:
+    root = ksmtuned_node(tmp_path)
     out = tmp_path / "watch.log"
     proc = start_watch(
         root, out, "--explain", f"--collector.ksmtuned.config={FIXTURES}/ksmtuned/stock.conf"
@@ -215,6 +221,29 @@ def test_watch_explain_appends_the_cause_and_ksmtuned_figures(tmp_path: Path) ->
     assert stopped.endswith(
         ": KSM is not running. 30720 MB used. 2048 MB free. cause: other; " + figures
     )
+
+
+def test_watch_explain_keeps_printing_when_a_proc_read_hangs(tmp_path: Path) -> None:
+    """A qemu process whose memory map is locked hangs reads of its /proc files: the
+    edge's line comes all the same (cause unknown), and so do the next ones."""
+    root = ksmtuned_node(tmp_path)
+    statm = root / "proc" / str(QEMU_PIDS[0]) / "statm"
+    statm.unlink()
+    os.mkfifo(statm)  # no writer: a read of it waits for good
+    out = tmp_path / "watch.log"
+    conf = f"--collector.ksmtuned.config={FIXTURES}/ksmtuned/stock.conf"
+    proc = start_watch(root, out, "--explain", conf)
+    try:
+        wait_until(lambda: out.read_text().count("\n") == 1, what="the first line")
+        for run, n in ((0, 2), (1, 3)):
+            write_ksm(root, "run", run)
+            wait_until(lambda n=n: out.read_text().count("\n") == n, what=f"{n} lines")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0  # the stuck reader is a daemon thread: no hang at exit
+    lines = out.read_text().splitlines()
+    assert all(" cause: unknown" in line for line in lines), lines
+    assert all(WATCH_LINE.match(line.split(" cause: ")[0]) for line in lines)
 
 
 def test_transitions_from_a_running_exporter(tmp_path: Path) -> None:

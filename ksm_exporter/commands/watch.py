@@ -8,16 +8,18 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TextIO
 
 from ksm_exporter.model.derived import is_running
-from ksm_exporter.model.edge_cause import Cause, explanation
+from ksm_exporter.model.edge_cause import Cause, EdgeContext, explanation
 from ksm_exporter.model.watch_format import watch_line, watch_message
 from ksm_exporter.readers import Paths
-from ksm_exporter.readers.edge_inputs import EdgeExplainer, edge_explainer
+from ksm_exporter.readers.edge_inputs import edge_explainer
 from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.sysfs_ksm import read_ksm
+from ksm_exporter.state.edge_reads import BoundedExplainer
 
 
 def watch(
@@ -25,9 +27,10 @@ def watch(
     interval: float,
     out: TextIO,
     stop: threading.Event,
-    explain: EdgeExplainer | None = None,
+    explain: Callable[[int, MemInfo | None], EdgeContext | None] | None = None,
 ) -> None:
-    """`explain` (--explain): who made each change, appended to the script's line."""
+    """`explain` (--explain): who made each change (None: not known), appended to the
+    script's line."""
     # Like the script, start from "not running": a line at once only if KSM already runs.
     running = False
     first_look = True
@@ -47,7 +50,7 @@ def watch(
                 watch_message(what, mem.used if mem else None, mem.free if mem else None),
             )
             if explain is not None:
-                context = explain(run, mem)
+                context = explain(run, mem) or EdgeContext(Cause.UNKNOWN)
                 if first_look:  # running before we looked: who started it is not known
                     context = replace(context, cause=Cause.UNKNOWN, controller=None)
                 line += " " + explanation(context)
@@ -72,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         explain = None
         if args.explain:
-            explain = edge_explainer(paths.procfs, args.ksmtuned_config)
+            # In a thread, waited for a bounded time: a hung /proc read leaves that edge's
+            # cause unknown, and the next edges are still printed.
+            explain = BoundedExplainer(edge_explainer(paths.procfs, args.ksmtuned_config))
         watch(paths, args.watch_interval, sys.stdout, stop, explain)
     except BrokenPipeError:  # `watch | head`: the reader left
         return 0

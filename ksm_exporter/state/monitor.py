@@ -7,18 +7,15 @@ detection. Scrapes read their own sources and render; they never come through he
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 
 from ksm_exporter.model.derived import page_size
-from ksm_exporter.model.edge_cause import EdgeContext
 from ksm_exporter.readers import Paths, describe_error
 from ksm_exporter.readers.edge_inputs import EdgeExplainer
 from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.sysfs_ksm import read_ksm
+from ksm_exporter.state.edge_reads import BoundedExplainer
 from ksm_exporter.state.read_errors import ReadErrors
 from ksm_exporter.state.snapshot import Snapshot
 from ksm_exporter.state.state_file import StateFile
@@ -36,10 +33,6 @@ SnapshotObserver = Callable[[Snapshot], None]
 # a hung read of any other KSM file then stalls only the scrape's ksm collector.
 POLLED_FILES = ("run", "full_scans", "pages_sharing")
 
-# How long the watcher waits for ksmtuned's inputs at an edge: well under the time after
-# which it counts as stalled (the interval plus two seconds at least).
-EXPLAIN_SECONDS = 1.5
-
 
 class KsmMonitor:
     def __init__(
@@ -54,8 +47,8 @@ class KsmMonitor:
         self.tracker = tracker
         self.read_errors = read_errors
         self.state_file = state_file
-        self.explain_edge = explain_edge
-        self._explaining: Future[EdgeContext] | None = None  # the latest edge's read
+        # Who made each edge, read off the watcher's path within a bounded time.
+        self.explain_edge = BoundedExplainer(explain_edge) if explain_edge else None
         self.page_size = page_size()
         self._listeners: list[TransitionListener] = []
         self._observers: list[SnapshotObserver] = []
@@ -91,42 +84,10 @@ class KsmMonitor:
             observe(snap)
         return snap
 
-    def _explain(
-        self, explain: EdgeExplainer, run: int, memory: MemInfo | None
-    ) -> EdgeContext | None:
-        """Who made the edge, or None (cause unknown) when that cannot be read in
-        EXPLAIN_SECONDS. Its reads (the process table, the rss or PSS of each qemu) can hang
-        on a guest whose memory map is locked; they run in a thread of their own so the
-        watcher, which must keep polling, waits a bounded time, and while one such read is
-        still stuck no other is started."""
-        if self._explaining is not None and not self._explaining.done():
-            return None  # said when it got stuck
-        future: Future[EdgeContext] = Future()
-
-        def read() -> None:
-            try:
-                future.set_result(explain(run, memory))
-            except BaseException as e:
-                future.set_exception(e)
-
-        self._explaining = future
-        threading.Thread(target=read, name="ksm-edge-inputs", daemon=True).start()
-        try:
-            return future.result(timeout=EXPLAIN_SECONDS)
-        except FutureTimeout:
-            log.warning(
-                "reading ksmtuned's inputs at the edge took over %.1fs (a hung /proc read?); "
-                "the edge is recorded with cause unknown, as the next ones until it returns",
-                EXPLAIN_SECONDS,
-            )
-        except Exception:  # the edge is recorded all the same, its cause unknown
-            log.exception("reading who made the edge failed")
-        return None
-
     def _observe(self, run: int, memory: MemInfo | None, taken_at: float) -> None:
         context = None
         if self.explain_edge is not None and self.tracker.is_edge(run):
-            context = self._explain(self.explain_edge, run, memory)
+            context = self.explain_edge(run, memory)
         t = self.tracker.observe(run, memory, taken_at, context)
         if t is None:
             return
