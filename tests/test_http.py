@@ -181,18 +181,32 @@ def test_sighup_rereads_args_from_the_settings_file(tmp_path: Path) -> None:
 
 
 def test_threads_carry_their_names_for_the_kernel(tmp_path: Path) -> None:
-    """A test under systemd stops just the watcher or just the HTTP loop by these names."""
-    with run_exporter(copy_fixture("linux-6.18", tmp_path), tmp=tmp_path) as exporter:
-        tasks = Path(f"/proc/{exporter.proc.pid}/task")
-        names = wait_until(
-            lambda: (
-                (n := {(t / "comm").read_text().strip() for t in tasks.iterdir()})
-                >= {"ksm-watcher", "ksm-http"}
-                and n
-            ),
-            what="named threads",
-        )
-        assert "ksm-watcher" in names
+    """A test under systemd stops just the watcher or just the HTTP loop by these names;
+    ps -L and top -H show every thread's (none inherits the name of its starter)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify"))
+        env = {"NOTIFY_SOCKET": str(tmp_path / "notify")}
+        root = copy_fixture("linux-6.18", tmp_path)
+        with run_exporter(root, tmp=tmp_path, env=env) as exporter:
+            assert exporter.get("/metrics")[0] == 200  # starts the collector workers
+            tasks = Path(f"/proc/{exporter.proc.pid}/task")
+            main = str(exporter.proc.pid)
+            expected = {"ksm-watcher", "ksm-http", "ksm-deadlines", "ksm-sd-notify"}
+            names = wait_until(
+                lambda: (
+                    (
+                        n := {
+                            (t / "comm").read_text().strip()
+                            for t in tasks.iterdir()
+                            if t.name != main
+                        }
+                    )
+                    >= expected
+                    and n
+                ),
+                what="named threads",
+            )
+    assert names - expected and all(n.startswith("ksm-collect-") for n in names - expected)
 
 
 def test_hidden_processes_are_absent_and_said_once(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from ksm_exporter.commands.serve import log_transition
 from ksm_exporter.daemon.health import Liveness
 from ksm_exporter.daemon.logging_setup import configure
 from ksm_exporter.daemon.systemd import (
+    NOTIFY_THREAD,
     JournalHandler,
     ServiceNotifier,
     journal_handler,
@@ -205,7 +206,7 @@ def test_notifier_is_inert_without_notify_socket(tmp_path: Path) -> None:
     notifier.ready()
     notifier.stopping()
     assert notify.messages == [] and notifier.watchdog is None
-    assert "sd-notify" not in [t.name for t in threading.enumerate()]
+    assert NOTIFY_THREAD not in [t.name for t in threading.enumerate()]
 
 
 def test_notifier_answers_the_watchdog_only_while_the_watcher_is_on_time(

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ksm_exporter.daemon.threads import set_native_thread_name
 from ksm_exporter.model.derived import mebibytes, run_state, saved_bytes
 from ksm_exporter.state.snapshot import Snapshot
 
@@ -162,6 +163,7 @@ def status_line(
 
 
 Notify = Callable[[str], object]
+NOTIFY_THREAD = "ksm-sd-notify"
 
 
 class ServiceNotifier:
@@ -194,7 +196,7 @@ class ServiceNotifier:
         self._answering = True
         self._failed = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sd-notify", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=NOTIFY_THREAD, daemon=True)
 
     def ready(self) -> None:
         if not self.enabled:
@@ -212,6 +214,7 @@ class ServiceNotifier:
         self._send("STOPPING=1\nSTATUS=stopping")
 
     def _run(self) -> None:
+        set_native_thread_name(NOTIFY_THREAD)
         next_ping = time.monotonic()
         while True:
             if self.watchdog is not None and time.monotonic() >= next_ping:
