@@ -51,9 +51,10 @@ MIN_TIMEOUT = 0.1
 # A batch still holding collectors not started gets one more worker at each such share of
 # the timeout: a hung read delays the collectors queued behind it by this much at most.
 RESCUE_EVERY = 0.2
-# Workers that always exist once started. One is enough for the CPU (the collectors hold
-# the GIL); a second lets a scrape's batch start while another's waits on a slow read.
-POOL_SIZE = 2
+# Workers that always exist once started. One: the collectors hold the GIL, so a second
+# would not make scrapes faster, only the process bigger. A scrape queued behind a hung
+# read gets a rescue worker (below), which then stays for the next ones.
+POOL_SIZE = 1
 
 
 def scrape_timeout(header: str | None) -> float:
