@@ -15,6 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
+from ksm_exporter.flags import (
+    experiment_parser,
+    serve_parser,
+    status_parser,
+    transitions_parser,
+    watch_parser,
+)
+
 from .dashboard_queries import families
 from .scripts import HAVE_PROMTOOL, NO_PROMTOOL, PROMTOOL, load_script
 from .support import REPO
@@ -263,13 +271,17 @@ def test_example_configuration_and_documented_keys() -> None:
 
 def test_user_facing_texts_name_the_report_not_a_seed() -> None:
     texts = [
+        "README.md",
         "rules/ksm-exporter.rules.yml",
         "grafana/ksm-exporter.json",
-        "docs/dashboard-and-alerts.md",
-        "docs/runbook.md",
-        "docs/background.md",
+        *(str(p.relative_to(REPO)) for p in sorted((REPO / "docs").glob("*.md"))),
+        # Every HELP text the exporter serves, on each fixture kernel.
+        *(str(p.relative_to(REPO)) for p in sorted((REPO / "tests/golden").glob("*.metrics"))),
     ]
     for rel in texts:
         assert "seed" not in (REPO / rel).read_text().lower(), rel
+    parsers = (serve_parser, status_parser, watch_parser, transitions_parser, experiment_parser)
+    for parser in parsers:  # every command's --help
+        assert "seed" not in parser().format_help().lower(), parser.__name__
     background = (REPO / "docs/background.md").read_text()
     assert "checkKSM_pages_info.sh" in background and "checkKSM_start_time.sh" in background
