@@ -11,7 +11,6 @@ without ctypes, these do nothing).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 
 M_ARENA_MAX = -8  # mallopt parameter, from glibc's malloc.h
@@ -31,17 +30,11 @@ def limit_arenas(arenas: int = ARENAS) -> None:
     """Cap malloc arenas; call before starting threads (later ones share the cap)."""
     libc = _libc()
     if libc is not None:
-        with contextlib.suppress(OSError):
-            libc.mallopt(M_ARENA_MAX, arenas)
-            import os
-
-            if os.environ.get("KSM_MMAP"):
-                libc.mallopt(-3, int(os.environ["KSM_MMAP"]))
+        libc.mallopt(M_ARENA_MAX, arenas)  # 0 (refused) changes nothing: best effort
 
 
 def give_back_freed_memory() -> None:
     """Return the heap's free pages to the kernel (malloc_trim(0))."""
     libc = _libc()
     if libc is not None:
-        with contextlib.suppress(OSError):
-            libc.malloc_trim(0)
+        libc.malloc_trim(0)
