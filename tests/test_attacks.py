@@ -71,9 +71,11 @@ def test_a_pipelining_connection_is_served_one_request_per_turn() -> None:
         scraper.close()
         reader.join(60)
     assert answered == [batch]  # the pipelining client is served too, in full
-    # Served after about one of the batch's requests (generous: the test client shares
-    # the GIL with the server); before, a scrape waited for the whole rest of the batch.
-    assert max(waited) <= 20, waited
+    # Served after about one of the batch's requests. The bound is generous: the test
+    # client shares the GIL with the server, and a busy machine has let 21 of the batch's
+    # ~2 ms requests through before the client thread even sent its scrape. An unfair
+    # server makes each scrape wait for the whole rest of the batch (~990 requests).
+    assert max(waited) <= 100, waited
     first = app.order.index("/scrape0")
     assert "/pipelined" in app.order[first:], "the batch was not interleaved"
 
