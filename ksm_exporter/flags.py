@@ -206,7 +206,7 @@ def serve_parser() -> OneLineParser:
         dest="log_journal",
         action="store_true",
         help="log to the systemd journal with KSM_* fields (default: when systemd connects "
-        "stderr to the journal)",
+        "stderr to the journal); stderr where no journald runs",
     )
     return p
 

@@ -24,6 +24,7 @@ from ksm_exporter.commands.serve import log_transition
 from ksm_exporter.daemon.health import Liveness
 from ksm_exporter.daemon.logging_setup import configure
 from ksm_exporter.daemon.systemd import (
+    JOURNAL_SOCKET,
     NOTIFY_THREAD,
     JournalHandler,
     ServiceNotifier,
@@ -423,10 +424,23 @@ def test_journal_chosen_when_stderr_is_the_journal_stream(tmp_path: Path) -> Non
         assert not stderr_is_journal({}, f.fileno())
         assert not stderr_is_journal({"JOURNAL_STREAM": "garbage"}, f.fileno())
         assert not stderr_is_journal({"JOURNAL_STREAM": "1:x"}, f.fileno())
-    assert isinstance(journal_handler(True, {}), JournalHandler)
-    assert journal_handler(False, {}) is None
+    journald = tmp_path / "journal-socket"
+    journald.touch()
+    assert isinstance(journal_handler(True, {}, journald), JournalHandler)
+    assert journal_handler(False, {}, journald) is None
+    # No journald: libsystemd would drop every entry and report success; stderr instead.
+    assert journal_handler(True, {}, tmp_path / "absent") is None
     assert serve_parser().parse_args(["--log.journal"]).log_journal is True
     assert serve_parser().parse_args([]).log_journal is False
+
+
+@pytest.mark.skipif(JOURNAL_SOCKET.exists(), reason="journald runs here")
+def test_log_journal_without_journald_logs_to_stderr(tmp_path: Path) -> None:
+    """A container has no journald: --log.journal must not make the log vanish (libsystemd
+    would take every entry and drop it)."""
+    with run_exporter(copy_fixture("linux-6.18", tmp_path), "--log.journal", tmp=tmp_path) as e:
+        assert "--log.journal: journald is not running here; logging to stderr" in e.log()
+        assert "msg=listening" in e.log()  # what follows comes too
 
 
 def test_a_field_named_like_a_line_key_does_not_repeat_it(root_logging: None) -> None:

@@ -247,7 +247,10 @@ HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 def run(args: argparse.Namespace) -> int:
     limit_arenas()  # before any thread starts
-    configure(args.log_level, args.log_format, journal_handler(args.log_journal))
+    journal = journal_handler(args.log_journal)
+    configure(args.log_level, args.log_format, journal)
+    if args.log_journal and journal is None:
+        log.warning("--log.journal: journald is not running here; logging to stderr")
     # Held from before the socket listens until the handlers are set and the threads run
     # (they inherit the mask): a signal before its handler would kill us, and one the
     # kernel hands to another thread would not wake the main loop, for CPython runs

@@ -111,18 +111,29 @@ class JournalHandler(logging.Handler):
             try:
                 self.send(**entry)
             except OSError:
-                # No journald to take it (--log.journal outside systemd): the line is not
-                # lost but goes to stderr in --log.format.
+                # journald refused it (gone since start, or the entry too large): the line
+                # is not lost but goes to stderr in --log.format.
                 sys.stderr.write(self.format(record) + "\n")
                 sys.stderr.flush()
         except Exception:
             self.handleError(record)
 
 
-def journal_handler(forced: bool, environ: Mapping[str, str] = os.environ) -> JournalHandler | None:
+# Where journald takes native entries. Without it libsystemd drops every entry silently
+# (sd_journal_send returns success): --log.journal where no journald runs (a container)
+# must not make the log vanish.
+JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
+
+
+def journal_handler(
+    forced: bool, environ: Mapping[str, str] = os.environ, socket: Path = JOURNAL_SOCKET
+) -> JournalHandler | None:
     """The journal handler when --log.journal asks for it or systemd runs us with stderr on
-    the journal (stderr lines would land there too, as plain text); None: stderr."""
-    return JournalHandler() if forced or stderr_is_journal(environ) else None
+    the journal (stderr lines would land there too, as plain text), and journald listens;
+    None: stderr."""
+    if not (forced or stderr_is_journal(environ)) or not socket.exists():
+        return None
+    return JournalHandler()
 
 
 # --- sd_notify -----------------------------------------------------------------------------
