@@ -36,7 +36,7 @@ from ksm_exporter.model.watch_format import watch_line
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.edge_inputs import edge_context, edge_explainer
 from ksm_exporter.readers.meminfo import read_meminfo
-from ksm_exporter.state import edge_reads
+from ksm_exporter.state import bounded_reads
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.notices import Notices
 from ksm_exporter.state.read_errors import ReadErrors
@@ -387,7 +387,7 @@ def test_a_hung_read_at_the_edge_leaves_its_cause_unknown_and_the_watcher_pollin
 ) -> None:
     """A qemu process whose /proc files hang (its memory map locked) must not stop the
     watcher at an edge: the cause is unknown, and no second read piles up behind it."""
-    monkeypatch.setattr(edge_reads, "EXPLAIN_SECONDS", 0.3)
+    monkeypatch.setattr(bounded_reads, "EXPLAIN_SECONDS", 0.3)
     vms = [4 * GIB_KB] * 7
     root, monitor = node(tmp_path, total_kb=TOTAL_KB, free_kb=THRES_KB - GIB_KB, qemu_rss_kb=vms)
     statm = root / "proc" / str(QEMU_PIDS[0]) / "statm"

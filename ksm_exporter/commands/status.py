@@ -8,6 +8,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from ksm_exporter.model.derived import awk_number, mebibytes, page_size, saved_bytes, sharing_ratio
 from ksm_exporter.model.qemu import present_identifiers
@@ -20,9 +21,12 @@ from ksm_exporter.readers.vm_processes import (
     VmProcess,
     read_vm_processes,
 )
+from ksm_exporter.state.bounded_reads import in_thread
 
 # As many VMs as the exporter exports by default (--collector.process.max).
 MAX_VMS = 200
+# How long the VMs' /proc files get: 10,000 processes take well under a second.
+VMS_SECONDS = 5.0
 
 # The script's own lines, in its order, after "KSM saved" and "Sharing_Rate".
 SCRIPT_FILES = (
@@ -106,6 +110,15 @@ def read_vms(paths: Paths) -> ProcessReport:
     return read_vm_processes(paths.procfs, names, re.compile(VM_PATTERN), MAX_VMS)
 
 
+def answered_vms(paths: Paths) -> ProcessReport | None:
+    """read_vms, or None when it has not answered in VMS_SECONDS: a hung /proc read must
+    not keep the KSM figures, read already, from being printed."""
+    try:
+        return in_thread(lambda: read_vms(paths), "ksm-status-vms").result(VMS_SECONDS)
+    except FutureTimeout:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     paths = Paths(args.sysfs, args.procfs)
     reading = read_ksm(paths.ksm_dir)
@@ -117,8 +130,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for file, why in sorted(reading.errors.items()):
         print(f"ksm-exporter: skipped {paths.ksm_dir / file}: {why}", file=sys.stderr)
-    vms = read_vms(paths)
-    if vms.unreadable:
+    vms = answered_vms(paths)
+    if vms is None:
+        print(
+            f"ksm-exporter: the processes' /proc files did not answer within "
+            f"{VMS_SECONDS:g} s (a process whose memory map is locked?); VMs left out",
+            file=sys.stderr,
+        )
+    elif vms.unreadable:
         print(
             f"ksm-exporter: could not read the KSM state of {vms.unreadable} VM processes "
             f"(run as root or with CAP_DAC_READ_SEARCH): {vms.first_error}",
@@ -127,11 +146,12 @@ def run(args: argparse.Namespace) -> int:
     page_bytes = page_size()
     if args.json:
         out = status_json(reading, page_bytes)
-        out["vms"] = [vm_json(p, page_bytes) for p in vms.processes]
+        # null: not known (the reads hung); [] would say there are none.
+        out["vms"] = None if vms is None else [vm_json(p, page_bytes) for p in vms.processes]
         print(json.dumps(out, indent=2, sort_keys=True))
     else:
         lines = status_lines(reading, page_bytes)
-        if vms.processes:  # none: the script's output alone
+        if vms is not None and vms.processes:  # none: the script's output alone
             lines += ["-" * 33, *vm_lines(vms.processes, page_bytes)]
         print("\n".join(lines))
     return 0

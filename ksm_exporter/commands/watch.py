@@ -19,7 +19,7 @@ from ksm_exporter.readers import Paths
 from ksm_exporter.readers.edge_inputs import edge_explainer
 from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.sysfs_ksm import read_ksm
-from ksm_exporter.state.edge_reads import BoundedExplainer
+from ksm_exporter.state.bounded_reads import BoundedExplainer
 
 
 def watch(

@@ -15,7 +15,7 @@ from ksm_exporter.readers import Paths, describe_error
 from ksm_exporter.readers.edge_inputs import EdgeExplainer
 from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
 from ksm_exporter.readers.sysfs_ksm import read_ksm
-from ksm_exporter.state.edge_reads import BoundedExplainer
+from ksm_exporter.state.bounded_reads import BoundedExplainer
 from ksm_exporter.state.read_errors import ReadErrors
 from ksm_exporter.state.snapshot import Snapshot
 from ksm_exporter.state.state_file import StateFile

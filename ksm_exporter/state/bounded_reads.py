@@ -1,17 +1,21 @@
-"""ksmtuned's inputs at an edge, read within a bounded time.
+"""Reads of /proc that can hang, run in a thread of their own and waited for a bounded
+time.
 
-Those reads (the process table, the rss or PSS of each qemu) can hang on a guest whose
-memory map is locked. Whoever observes edges must keep polling: the watcher thread of the
-daemon, and `ksm-exporter watch --explain`. So the reads run in a thread of their own,
-waited for EXPLAIN_SECONDS, and while one is still stuck no other is started (threads stay
-bounded however many edges come)."""
+A read of a process's /proc files (cmdline, statm, smaps_rollup...) can hang on a guest
+whose memory map is locked, as `ps` does. Whoever must go on meanwhile runs it here: the
+watcher at an edge (ksmtuned's inputs; it must keep polling), `ksm-exporter watch
+--explain` (it must keep printing), `ksm-exporter status` (it must answer). The thread is a
+daemon thread, so one stuck for good never keeps the process from exiting.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
 
 from ksm_exporter.model.edge_cause import EdgeContext
 from ksm_exporter.readers.edge_inputs import EdgeExplainer
@@ -23,6 +27,22 @@ log = logging.getLogger(__name__)
 # watcher counts as stalled (the interval plus two seconds at least).
 EXPLAIN_SECONDS = 1.5
 THREAD_NAME = "ksm-edge-inputs"
+
+T = TypeVar("T")
+
+
+def in_thread(read: Callable[[], T], name: str) -> Future[T]:
+    """`read()` started in a daemon thread of its own; its result (or error) in the future."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(read())
+        except BaseException as e:  # handed to whoever waits
+            future.set_exception(e)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 class BoundedExplainer:
@@ -36,18 +56,9 @@ class BoundedExplainer:
     def __call__(self, run: int, memory: MemInfo | None) -> EdgeContext | None:
         if self._latest is not None and not self._latest.done():
             return None  # said when it got stuck
-        future: Future[EdgeContext] = Future()
-
-        def read() -> None:
-            try:
-                future.set_result(self.explain(run, memory))
-            except BaseException as e:
-                future.set_exception(e)
-
-        self._latest = future
-        threading.Thread(target=read, name=THREAD_NAME, daemon=True).start()
+        self._latest = in_thread(lambda: self.explain(run, memory), THREAD_NAME)
         try:
-            return future.result(timeout=EXPLAIN_SECONDS)
+            return self._latest.result(timeout=EXPLAIN_SECONDS)
         except FutureTimeout:
             log.warning(
                 "reading ksmtuned's inputs at the edge took over %.1fs (a hung /proc read?); "
