@@ -208,12 +208,12 @@ def ksmtuned_node(tmp_path: Path) -> Path:
     return root
 
 
-def test_watch_explain_appends_the_cause_and_ksmtuned_figures(tmp_path: Path) -> None:
-    root = ksmtuned_node(tmp_path)
+def watch_explain_a_stop_and_a_start(root: Path, tmp_path: Path, exit_within: float) -> list[str]:
+    """`watch --explain` (ksmtuned's stock configuration) on `root`, KSM running: its lines
+    for the first look, a stop and a start; it must exit 0 on SIGTERM within `exit_within`."""
     out = tmp_path / "watch.log"
-    proc = start_watch(
-        root, out, "--explain", f"--collector.ksmtuned.config={FIXTURES}/ksmtuned/stock.conf"
-    )
+    conf = f"--collector.ksmtuned.config={FIXTURES}/ksmtuned/stock.conf"
+    proc = start_watch(root, out, "--explain", conf)
     try:
         wait_until(lambda: out.read_text().count("\n") == 1, what="the first line")
         for run, n in ((0, 2), (1, 3)):
@@ -221,9 +221,14 @@ def test_watch_explain_appends_the_cause_and_ksmtuned_figures(tmp_path: Path) ->
             wait_until(lambda n=n: out.read_text().count("\n") == n, what=f"{n} lines")
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(5) == 0
+        assert proc.wait(exit_within) == 0
+    return out.read_text().splitlines()
+
+
+def test_watch_explain_appends_the_cause_and_ksmtuned_figures(tmp_path: Path) -> None:
+    root = ksmtuned_node(tmp_path)
     figures = "ksmtuned free 2048 MB < threshold 6553 MB, committed 28672 MB."
-    running, stopped, started = out.read_text().splitlines()
+    running, stopped, started = watch_explain_a_stop_and_a_start(root, tmp_path, exit_within=5)
     # The script's line, byte for byte, then the explanation.
     assert all(WATCH_LINE.match(line.split(" cause: ")[0]) for line in (running, stopped))
     # Running when watch started: who started it is not known.
@@ -246,18 +251,8 @@ def test_watch_explain_keeps_printing_when_a_proc_read_hangs(tmp_path: Path) -> 
     statm = root / "proc" / str(QEMU_PIDS[0]) / "statm"
     statm.unlink()
     os.mkfifo(statm)  # no writer: a read of it waits for good
-    out = tmp_path / "watch.log"
-    conf = f"--collector.ksmtuned.config={FIXTURES}/ksmtuned/stock.conf"
-    proc = start_watch(root, out, "--explain", conf)
-    try:
-        wait_until(lambda: out.read_text().count("\n") == 1, what="the first line")
-        for run, n in ((0, 2), (1, 3)):
-            write_ksm(root, "run", run)
-            wait_until(lambda n=n: out.read_text().count("\n") == n, what=f"{n} lines")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0  # the stuck reader is a daemon thread: no hang at exit
-    lines = out.read_text().splitlines()
+    # The stuck reader is a daemon thread: no hang at exit.
+    lines = watch_explain_a_stop_and_a_start(root, tmp_path, exit_within=10)
     assert all(" cause: unknown" in line for line in lines), lines
     assert all(WATCH_LINE.match(line.split(" cause: ")[0]) for line in lines)
 
