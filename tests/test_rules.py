@@ -272,6 +272,10 @@ def test_example_configuration_and_documented_keys() -> None:
 def test_user_facing_texts_name_the_report_not_a_seed() -> None:
     texts = [
         "README.md",
+        # What apt show and rpm -qi print.
+        "packaging/debian/control",
+        "packaging/debian/changelog",
+        "packaging/rpm/ksm-exporter.spec",
         "rules/ksm-exporter.rules.yml",
         "grafana/ksm-exporter.json",
         *(str(p.relative_to(REPO)) for p in sorted((REPO / "docs").glob("*.md"))),
