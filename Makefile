@@ -2,7 +2,7 @@ VENV ?= .venv
 LISTEN ?= :9941
 ARGS ?=
 
-.PHONY: bootstrap run test lint golden bench clean
+.PHONY: bootstrap run test test-unit test-system lint fmt golden bench clean
 
 bootstrap:
 	scripts/bootstrap $(VENV)
@@ -14,11 +14,27 @@ lint: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+fmt: bootstrap
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Everything: lint, the unit tier, the system tier (real KSM, packaging, nspawn, Prometheus).
 test: bootstrap lint
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
+# The package's modules on fixture trees: no root, no packaging, no container.
+test-unit: bootstrap
+	$(VENV)/bin/python -m pytest -q tests/unit $(ARGS)
+
+test-system: bootstrap
+	$(VENV)/bin/python -m pytest -q tests/system $(ARGS)
+
 golden: bootstrap
 	$(VENV)/bin/python -m tests.update_golden
+
+# The exporter beside node_exporter in one run (docs/performance.md).
+bench: bootstrap
+	$(VENV)/bin/python -m bench.compare_node_exporter $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -36,8 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.http_client import KeepAliveClient, rss_bytes
 from tests.support import listening_process, toolkit_port
+from tests.support.http_client import KeepAliveClient, rss_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "linux-6.18"

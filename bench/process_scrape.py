@@ -2,7 +2,7 @@
 
     python -m bench.process_scrape [--processes 10000] [--vms 200] [--runs 30]
 
-Builds a fake procfs of --processes processes, --vms of them qemu (tests/fake_procfs.py),
+Builds a fake procfs of --processes processes, --vms of them qemu (tests/support/fake_procfs.py),
 and times each step of a scrape, then the whole /metrics body of the exporter's collectors
 (every collector of the registry, KSM from the linux-6.18 fixture) run by its scraper.
 The first row is the floor: the bare open/read/close of every /proc/PID/comm, which any
@@ -45,9 +45,9 @@ from ksm_exporter.state.notices import Notices
 from ksm_exporter.state.read_errors import ProcessReadErrors, ReadErrors
 from ksm_exporter.state.settle import SettleTracker
 from ksm_exporter.state.transitions import TransitionTracker
-from tests.collect import Families
-from tests.fake_procfs import write_compute_node
 from tests.support import FIXTURES
+from tests.support.collect import Families
+from tests.support.fake_procfs import write_compute_node
 
 # The collectors that read the process table (the rest read sysfs, meminfo or state).
 PROCESS_TABLE = ("process", "ksmd", "ksmtuned", "vmstat")

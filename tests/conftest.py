@@ -6,8 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from ksm_exporter.experiment.ksm_settings import KsmSettings, KsmUnavailable, exclusive_ksm
-
-from .support import REAL_KSM
+from tests.support import REAL_KSM
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .golden_metrics import GOLDEN, GOLDEN_TREES, golden_path, normalise, scrape_tree
+from tests.support.golden_metrics import GOLDEN, GOLDEN_TREES, golden_path, normalise, scrape_tree
 
 
 def main() -> None:

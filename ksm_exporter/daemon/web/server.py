@@ -26,7 +26,7 @@ connection to evict at the cap, the bounded bcrypt queue, deadlines per state. a
 has none of these: they would be written again over tasks and transports (eviction needs
 a table of connections and their states either way), a task per connection costs more
 than an entry in the epoll set, and h11 would replace only the ~60 lines of
-_parse_request, while adding a runtime dependency. The attack tests (tests/test_attacks.py)
+_parse_request, while adding a runtime dependency. The attack tests (tests/system/test_attacks.py)
 pass with this design; a rewrite would not make them pass better or the module clearly
 smaller.
 

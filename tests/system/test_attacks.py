@@ -1,0 +1,273 @@
+"""Hostile clients on loopback, each bounded in count and time: pipelining, slowloris at the
+connection cap, a bcrypt flood and malformed requests all leave a normal scraper served.
+A fake app where the exporter's own work does not matter; the real process otherwise."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from ksm_exporter.daemon.web.app import Response
+from tests.support import copy_fixture, http_get, parse_samples, run_exporter, serving, wait_until
+from tests.support.http_client import KeepAliveClient
+
+
+class WorkApp:
+    """Answers every request after ~2 ms of CPU (a small scrape), recording the order."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+
+    def handle(self, method: str, path: str, headers: dict[str, str]) -> Response:
+        self.order.append(path)
+        end = time.perf_counter() + 0.002
+        while time.perf_counter() < end:
+            pass
+        return Response(200, "text/plain", path.encode())
+
+
+def read_responses(sock: socket.socket, n: int, timeout: float = 30) -> int:
+    """Read until `n` responses (each with a short body) came or the server closed."""
+    sock.settimeout(timeout)
+    data = b""
+    while data.count(b"HTTP/1.1 ") < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.count(b"HTTP/1.1 ")
+
+
+# ---- pipelining -------------------------------------------------------------------------
+
+
+def test_a_pipelining_connection_is_served_one_request_per_turn() -> None:
+    app = WorkApp()
+    # 1,000 requests of ~2 ms: the batch lasts about 2 s, time enough for the scraper to
+    # come in while it runs, even on a loaded machine.
+    batch = 1000
+    with serving(app) as server, socket.create_connection(("127.0.0.1", server.port)) as flood:
+        flood.sendall(b"GET /pipelined HTTP/1.1\r\n\r\n" * batch)
+        answered: list[int] = []
+        reader = threading.Thread(target=lambda: answered.append(read_responses(flood, batch)))
+        reader.start()
+        wait_until(lambda: "/pipelined" in app.order, what="the batch to start")
+        scraper = KeepAliveClient(server.port, timeout=10)
+        waited = []  # the batch's requests served between sending and serving each scrape
+        for i in range(5):
+            sent_at = len(app.order)
+            status, body = scraper.get(f"GET /scrape{i} HTTP/1.1\r\n\r\n".encode())
+            assert (status, body) == (200, f"/scrape{i}".encode())
+            waited.append(app.order.index(f"/scrape{i}") - sent_at)
+        scraper.close()
+        reader.join(60)
+    assert answered == [batch]  # the pipelining client is served too, in full
+    # Served after about one of the batch's requests. The bound is generous: the test
+    # client shares the GIL with the server, and a busy machine has let 21 of the batch's
+    # ~2 ms requests through before the client thread even sent its scrape. An unfair
+    # server makes each scrape wait for the whole rest of the batch (~990 requests).
+    assert max(waited) <= 100, waited
+    first = app.order.index("/scrape0")
+    assert "/pipelined" in app.order[first:], "the batch was not interleaved"
+
+
+def test_pipelined_scrapes_of_the_real_exporter_do_not_starve_another_scraper(
+    tmp_path: Path,
+) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    batch = 100
+    with (
+        run_exporter(root, tmp=tmp_path) as exp,
+        socket.create_connection(("127.0.0.1", exp.port)) as flood,
+    ):
+        flood.sendall(b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n" * batch)
+        scraper = KeepAliveClient(exp.port, timeout=30)
+        for _ in range(5):
+            status, body = scraper.get()
+            assert status == 200 and b"\nksm_up 1.0\n" in body
+        scraper.close()
+        flood.settimeout(30)
+        got = b""
+        while got.count(b"HTTP/1.1 200 ") < batch:  # every pipelined request answered
+            chunk = flood.recv(1 << 20)
+            assert chunk, "the server closed the pipelining connection"
+            got += chunk
+
+
+# ---- slowloris --------------------------------------------------------------------------
+
+
+class Slowloris:
+    """Holds `n` connections, each sending one byte of a request header every `every`
+    seconds, and opens a new one whenever the server closes one."""
+
+    def __init__(self, port: int, n: int, every: float = 0.5) -> None:
+        self.port, self.n, self.every = port, n, every
+        self.socks: list[socket.socket] = []
+        self.opened = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        while len(self.socks) < self.n:
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+                s.sendall(b"GET /metrics HTTP/1.1\r\nX-A: ")
+            except OSError:
+                return
+            s.setblocking(False)
+            self.socks.append(s)
+            self.opened += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._open()
+            for s in list(self.socks):
+                try:
+                    if not s.recv(4096):  # closed by the server (or refused: a 503)
+                        raise ConnectionError
+                except BlockingIOError:
+                    with contextlib.suppress(OSError):
+                        s.send(b"a")
+                    continue
+                except OSError:
+                    pass
+                self.socks.remove(s)
+                s.close()
+            self._stop.wait(self.every)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for s in self.socks:
+            s.close()
+
+
+def test_slowloris_holding_the_cap_does_not_keep_scrapers_out(tmp_path: Path) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    with run_exporter(root, "--web.max-connections=8", tmp=tmp_path) as exp:
+        attack = Slowloris(exp.port, 8)
+        try:
+            wait_until(lambda: attack.opened >= 8, what="the cap to be held")
+            time.sleep(1.5)  # past the grace of a partial request
+            # Each scrape on a new connection, as after a restart of Prometheus.
+            for _ in range(10):
+                status, body = http_get(exp.url + "/metrics", timeout=10)
+                assert status == 200 and "\nksm_up 1.0\n" in body
+            samples = parse_samples(body)
+        finally:
+            attack.close()
+    assert samples['ksm_exporter_http_connections_evicted_total{reason="slow_request"}'] >= 1
+    assert samples['ksm_exporter_http_connections_refused_total{reason="max_connections"}'] == 0
+
+
+# ---- bcrypt flood -----------------------------------------------------------------------
+
+
+def basic(user: str, password: str) -> bytes:
+    token = base64.b64encode(f"{user}:{password}".encode())
+    return b"Authorization: Basic " + token + b"\r\n"
+
+
+def test_a_bcrypt_flood_leaves_an_authenticated_scraper_served(tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(11)).decode()  # ~100 ms a check
+    config = tmp_path / "web.yml"
+    config.write_text(f"basic_auth_users:\n  prometheus: {hashed}\n")
+    root = copy_fixture("linux-6.18", tmp_path)
+    scrape = b"GET /metrics HTTP/1.1\r\n" + basic("prometheus", "right") + b"\r\n"
+    with run_exporter(root, f"--web.config.file={config}", tmp=tmp_path) as exp:
+        scraper = KeepAliveClient(exp.port, timeout=30)
+        assert scraper.get(scrape)[0] == 200  # checked once, then cached
+        # 40 connections at once, each pipelining 3 wrong guesses.
+        guesses = b"".join(
+            b"GET /metrics HTTP/1.1\r\n" + basic("prometheus", f"guess{i}") + b"\r\n"
+            for i in range(3)
+        )
+        flood = [socket.create_connection(("127.0.0.1", exp.port)) for _ in range(40)]
+        for s in flood:
+            s.sendall(guesses)
+        # The authenticated scraper is served while the guesses wait for bcrypt.
+        for _ in range(5):
+            status, body = scraper.get(scrape)
+            assert status == 200 and b"\nksm_up 1.0\n" in body
+        answers = []
+        for s in flood:
+            s.settimeout(30)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            answers.append(out)
+            s.close()
+        status, body = scraper.get(scrape)
+        samples = parse_samples(body.decode())
+        scraper.close()
+    # One answer per connection: a 401 closes it, so its next guesses never reach bcrypt;
+    # past the bounded queue, a 503 at once.
+    assert all(a.count(b"HTTP/1.1 ") == 1 for a in answers)
+    assert all(a.startswith((b"HTTP/1.1 401 ", b"HTTP/1.1 503 ")) for a in answers)
+    refused = sum(a.startswith(b"HTTP/1.1 503 ") for a in answers)
+    assert refused >= 1, "40 checks at once all queued: the queue is not bounded"
+    assert samples['ksm_exporter_http_connections_refused_total{reason="auth_queue"}'] == refused
+
+
+# ---- malformed requests -----------------------------------------------------------------
+
+MALFORMED = [
+    (b"GET / HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nContent-Length: " + b"0" * 19 + b"\r\n\r\n", 400),
+    (b"GET / HTTP/1.\r\n\r\n", 400),
+    (b"GET / HTTP/1.1x\r\n\r\n", 400),
+    (b"GET / HTTP/1.10\r\n\r\n", 400),
+    (b"GET / http/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/3.0\r\n\r\n", 505),
+    (b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nX\x01A: 1\r\n\r\n", 400),
+    (b"GET /\x00 HTTP/1.1\r\n\r\n", 400),
+    (b"G(T / HTTP/1.1\r\n\r\n", 400),
+]
+
+
+def send(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), MALFORMED)
+def test_a_malformed_request_is_a_4xx_without_a_traceback(
+    request_bytes: bytes, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    app = WorkApp()
+    with serving(app) as server:
+        out = send(server.port, request_bytes)
+    assert out.startswith(f"HTTP/1.1 {status} ".encode()), out[:80]
+    assert b"Connection: close" in out
+    assert app.order == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+def test_malformed_requests_to_the_real_exporter_log_no_error(tmp_path: Path) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    with run_exporter(root, tmp=tmp_path) as exp:
+        for _ in range(20):
+            for request_bytes, status in MALFORMED:
+                assert send(exp.port, request_bytes).startswith(f"HTTP/1.1 {status} ".encode())
+        assert exp.get("/metrics")[0] == 200
+        log = exp.log()
+    assert "Traceback" not in log and "level=error" not in log
+    assert len(log) < 10_000  # 260 bad requests: no line each at the default level

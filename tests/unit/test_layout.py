@@ -1,0 +1,126 @@
+"""The package's layers import only downward: model < readers < state < collectors <
+daemon < commands; flags and cli on top. What a module may import is decided here, by
+parsing every module's imports, not by convention."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from ksm_exporter.collectors.ksm_files import FILE_METRICS
+from ksm_exporter.readers.sysfs_ksm import ADVISOR_MODE, KNOWN_INTEGER_FILES
+
+PACKAGE = Path(__file__).parents[2] / "ksm_exporter"
+
+LAYERS = ["model", "readers", "state", "collectors", "daemon", "commands", "top"]
+# Reading and writing KSM for a command: the values, the readers and the state only.
+LIMITED = {"experiment", "commands"}
+LIMITED_TO = {"model", "readers", "state", "experiment"}
+# The daemon's own command wires everything together (and re-reads its flags on SIGHUP).
+WIRING = {"ksm_exporter.commands.serve"}
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] == "__version__":
+        return "model"  # a constant of the package's __init__
+    if len(parts) < 2 or parts[1] in ("flags", "cli", "__main__"):
+        return "top"
+    return parts[1]
+
+
+def rank(name: str) -> int:
+    return LAYERS.index("commands" if name == "experiment" else name)
+
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    rel = path.relative_to(package.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path, root: Path = PACKAGE) -> set[str]:
+    """The ksm_exporter modules a file imports (absolute or relative)."""
+    module = module_name(path, root)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m.split(".")[0] == "ksm_exporter" and m != "ksm_exporter"}
+
+
+def violations(root: Path = PACKAGE) -> list[str]:
+    bad: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        module = module_name(path, root)
+        mine = layer(module)
+        for target in sorted(imports(path, root)):
+            theirs = layer(target)
+            if mine == theirs or module in WIRING:
+                continue
+            if mine in LIMITED and theirs not in LIMITED_TO:
+                bad.append(f"{module} -> {target} ({mine} may use model, readers, state)")
+            elif mine != "top" and rank(theirs) > rank(mine):
+                bad.append(f"{module} -> {target} ({mine} is below {theirs})")
+    return bad
+
+
+def test_imports_only_go_down() -> None:
+    assert violations() == []
+
+
+def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
+    root = tmp_path / "ksm_exporter"
+    for layer_dir in ("readers", "state", "commands", "experiment"):
+        (root / layer_dir).mkdir(parents=True)
+    (root / "readers" / "up.py").write_text("from ksm_exporter.state.monitor import KsmMonitor\n")
+    (root / "state" / "rel.py").write_text("from ..daemon import watcher\n")
+    (root / "commands" / "status.py").write_text("from ksm_exporter.collectors import ksm\n")
+    (root / "experiment" / "flow.py").write_text("from ksm_exporter.commands.status import x\n")
+    assert violations(root) == [
+        "ksm_exporter.commands.status -> ksm_exporter.collectors (commands may use model, "
+        "readers, state)",
+        "ksm_exporter.commands.status -> ksm_exporter.collectors.ksm (commands may use model, "
+        "readers, state)",
+        "ksm_exporter.experiment.flow -> ksm_exporter.commands.status (experiment may use "
+        "model, readers, state)",
+        "ksm_exporter.experiment.flow -> ksm_exporter.commands.status.x (experiment may use "
+        "model, readers, state)",
+        "ksm_exporter.readers.up -> ksm_exporter.state.monitor (readers is below state)",
+        "ksm_exporter.readers.up -> ksm_exporter.state.monitor.KsmMonitor (readers is below state)",
+        "ksm_exporter.state.rel -> ksm_exporter.daemon (state is below daemon)",
+        "ksm_exporter.state.rel -> ksm_exporter.daemon.watcher (state is below daemon)",
+    ]
+
+
+def test_flags_need_no_domain_module_for_defaults() -> None:
+    """Defaults come from model/defaults; beyond the model, flags use the collector registry
+    (it builds --[no-]collector.NAME) and the workload parser (a flag's value)."""
+    used = {m for m in imports(PACKAGE / "flags.py") if layer(m) not in ("model", "top")}
+    assert used == {
+        "ksm_exporter.collectors.registry",
+        "ksm_exporter.collectors.registry.COLLECTORS",
+        "ksm_exporter.experiment.workload",
+        "ksm_exporter.experiment.workload.parse_workload",
+    }, used
+
+
+def test_every_known_ksm_file_has_exactly_one_metric() -> None:
+    """The reader's table of files and the metric table agree: a file added to one and not
+    the other fails here."""
+    files = [m.file for m in FILE_METRICS]
+    assert len(files) == len(set(files)), "a file with two metrics"
+    names = [m.name for m in FILE_METRICS]
+    assert len(names) == len(set(names)), "a metric for two files"
+    # advisor_mode is text, exported as ksm_advisor_mode{mode}, not through the table.
+    assert set(files) == set(KNOWN_INTEGER_FILES), set(files) ^ set(KNOWN_INTEGER_FILES)
+    assert ADVISOR_MODE not in files
