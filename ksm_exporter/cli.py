@@ -3,10 +3,13 @@ are subcommands."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
-from ksm_exporter import flags
+from ksm_exporter.flags.parser import OneLineParser
+
+SUBCOMMANDS = ("status", "watch", "transitions", "experiment")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -14,31 +17,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Dispatch on the first word ourselves: argparse subparsers would let a subcommand's
     # defaults overwrite flags given before it.
     command = args[0] if args and not args[0].startswith("-") else "serve"
-    if command == "status":
-        from .commands import status
-
-        return status.run(flags.status_parser().parse_args(args[1:]))
-    if command == "watch":
-        from .commands import watch
-
-        return watch.run(flags.watch_parser().parse_args(args[1:]))
-    if command == "transitions":
-        from .commands import transitions
-
-        return transitions.run(flags.transitions_parser().parse_args(args[1:]))
-    if command == "experiment":
-        from .commands import experiment
-
-        return experiment.run(flags.experiment_parser().parse_args(args[1:]))
-    if command == "serve":
-        from .commands import serve
-
-        return serve.run(
-            flags.serve_parser().parse_args(args[1:] if args[:1] == ["serve"] else args)
+    if command not in (*SUBCOMMANDS, "serve"):
+        OneLineParser(prog="ksm-exporter").error(
+            f"unknown command {command!r} (commands: {', '.join(SUBCOMMANDS)})"
         )
-    flags.serve_parser().error(
-        f"unknown command {command!r} (commands: status, watch, transitions, experiment)"
-    )
+    # ksm_exporter/flags/COMMAND.py parses before ksm_exporter/commands/COMMAND.py is
+    # imported: --help or a wrong flag loads only the command's flags, and status, watch
+    # and transitions never load prometheus_client or the daemon.
+    flags = importlib.import_module(f"ksm_exporter.flags.{command}")
+    parsed = flags.parser().parse_args(args[1:] if args[:1] == [command] else args)
+    run: int = importlib.import_module(f"ksm_exporter.commands.{command}").run(parsed)
+    return run
 
 
 if __name__ == "__main__":

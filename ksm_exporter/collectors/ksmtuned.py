@@ -23,9 +23,12 @@ from ksm_exporter.readers.ksmtuned import (
     ksmtuned_inputs,
     threshold_kb,
 )
-from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
+from ksm_exporter.readers.ksmtuned_conf import CONFIG_OPTION, KsmtunedConfig, read_ksmtuned_conf
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.state.read_errors import ReadErrors
+
+# Declared with the reader: `watch --explain` takes the same flag without loading a collector.
+OPTIONS = (CONFIG_OPTION,)
 
 SMAPS_ROLLUP = "smaps_rollup"  # the PSS of Proxmox VE's kvm processes, for ksmtuned
 

@@ -7,8 +7,30 @@ import re
 
 from ksm_exporter.collectors.per_vm import vm_metrics
 from ksm_exporter.collectors.source import Collected, ScrapeContext, process_table_missing
+from ksm_exporter.model.defaults import VM_PATTERN
+from ksm_exporter.model.flag_types import Option, positive_int, regex
 from ksm_exporter.readers.vm_processes import VmProcess, read_vm_processes
 from ksm_exporter.state.read_errors import ProcessReadErrors
+
+OPTIONS = (
+    Option(
+        "--collector.process.pattern",
+        dest="process_pattern",
+        type=regex,
+        default=VM_PATTERN,
+        metavar="REGEX",
+        help="processes whose name (comm) this matches, as pgrep does; kernel threads never "
+        f"count (default: ksmtuned's qemu names and Proxmox VE's kvm, {VM_PATTERN})",
+    ),
+    Option(
+        "--collector.process.max",
+        dest="process_max",
+        type=positive_int,
+        default=200,
+        metavar="N",
+        help="at most this many processes exported, those with most merging pages (default 200)",
+    ),
+)
 
 
 class VmProcessCollector:

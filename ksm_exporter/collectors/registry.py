@@ -13,14 +13,18 @@ from prometheus_client.core import Metric
 from ksm_exporter.collectors.exporter import ExporterCollector
 from ksm_exporter.collectors.ksm import KsmCollector
 from ksm_exporter.collectors.ksmd import KsmdCollector
+from ksm_exporter.collectors.ksmtuned import OPTIONS as KSMTUNED_OPTIONS
 from ksm_exporter.collectors.ksmtuned import KsmtunedCollector
 from ksm_exporter.collectors.memory import MemoryCollector
+from ksm_exporter.collectors.process import OPTIONS as PROCESS_OPTIONS
 from ksm_exporter.collectors.process import VmProcessCollector
 from ksm_exporter.collectors.process_names import ProcessNameCache
+from ksm_exporter.collectors.settle import OPTIONS as SETTLE_OPTIONS
 from ksm_exporter.collectors.settle import SettleCollector
 from ksm_exporter.collectors.source import ScrapeContext, SourceCollector
 from ksm_exporter.collectors.transitions import TransitionsCollector
 from ksm_exporter.collectors.vmstat import VmstatCollector
+from ksm_exporter.model.flag_types import Option
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.ksmd import KSMD
 from ksm_exporter.readers.ksmtuned import KSMTUNED_NAME, KSMTUNED_QEMU, PROXMOX_QEMU_NAME
@@ -56,6 +60,8 @@ class CollectorInfo:
     default: bool  # on unless --no-collector.NAME
     help: str
     build: Callable[[Sources], SourceCollector]
+    # Its --collector.NAME.OPTION flags, declared in the collector's module.
+    options: tuple[Option, ...] = ()
 
 
 COLLECTORS: tuple[CollectorInfo, ...] = (
@@ -80,12 +86,14 @@ COLLECTORS: tuple[CollectorInfo, ...] = (
         True,
         "whether merging has settled (ksm_settled, ksm_settle_duration_seconds)",
         lambda s: SettleCollector(s.settle),
+        SETTLE_OPTIONS,
     ),
     CollectorInfo(
         "process",
         True,
         "KSM per matching process (ksm_process_*)",
         lambda s: VmProcessCollector(s.process_pattern, s.process_max, s.process_errors),
+        PROCESS_OPTIONS,
     ),
     CollectorInfo(
         "ksmd",
@@ -104,6 +112,7 @@ COLLECTORS: tuple[CollectorInfo, ...] = (
         True,
         "the inputs of ksmtuned's decision (ksmtuned_*)",
         lambda s: KsmtunedCollector(s.ksmtuned_config, s.page_size, s.read_errors),
+        KSMTUNED_OPTIONS,
     ),
     CollectorInfo(
         "exporter",

@@ -8,7 +8,22 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ksm_exporter.collectors.source import Collected, ScrapeContext
+from ksm_exporter.model.defaults import SETTLE_FULL_SCANS
+from ksm_exporter.model.flag_types import Option, positive_int
 from ksm_exporter.state.settle import TOLERANCE, SettleState, SettleTracker
+
+OPTIONS = (
+    Option(
+        "--collector.settle.full-scans",
+        dest="settle_full_scans",
+        type=positive_int,
+        default=SETTLE_FULL_SCANS,
+        metavar="K",
+        help="ksm_settled: pages_sharing moved by less than 1%% over the last K full scans "
+        f"(default {SETTLE_FULL_SCANS})",
+        aliases=("--settle.full-scans",),
+    ),
+)
 
 
 class SettleCollector:

@@ -37,7 +37,9 @@ from ksm_exporter.daemon.web.webconfig import (
     load_web_config,
     reload_web_config,
 )
-from ksm_exporter.flags import FlagError, collector_dest, flag_names, given_flags, serve_parser
+from ksm_exporter.flags.parser import FlagError, flag_names, given_flags
+from ksm_exporter.flags.serve import collector_dest
+from ksm_exporter.flags.serve import parser as serve_parser
 from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers import Paths, describe_error, read_regular_file
 from ksm_exporter.readers.edge_inputs import edge_explainer

@@ -15,10 +15,22 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ksm_exporter.model.defaults import KSMTUNED_CONFIG
+from ksm_exporter.model.flag_types import Option
 from ksm_exporter.readers import read_regular_file
 from ksm_exporter.readers.shell_assignments import parse_assignments
 
 _INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+
+# Which file is read: an option of the ksmtuned collector and of `watch --explain`.
+CONFIG_OPTION = Option(
+    "--collector.ksmtuned.config",
+    dest="ksmtuned_config",
+    type=Path,
+    default=KSMTUNED_CONFIG,
+    metavar="FILE",
+    help=f"ksmtuned's configuration (default {KSMTUNED_CONFIG})",
+)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ksm_exporter import __version__, flags
+from ksm_exporter import __version__
+from ksm_exporter.flags import serve as serve_flags
 from tests.support import FIXTURES, REPO, listening_process, parse_samples, wait_until
 
 DEPLOY = REPO / "deploy" / "kubernetes"
@@ -101,7 +102,7 @@ def daemonset_container() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def test_the_daemonset_gives_the_exporter_what_it_reads_and_no_more() -> None:
     pod, c = daemonset_container()
-    args = flags.serve_parser().parse_args(c["args"])  # the exporter takes its flags
+    args = serve_flags.parser().parse_args(c["args"])  # the exporter takes its flags
     assert pod["hostPID"] is True
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     volumes = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from ksm_exporter import __version__
-from ksm_exporter.flags import serve_parser
+from ksm_exporter.flags.serve import parser as serve_parser
 from tests.support import FIXTURES, REPO, NotifySocket, listening_process, wait_until
 from tests.support.nspawn import built_deb
 

@@ -15,13 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ksm_exporter.flags import (
-    experiment_parser,
-    serve_parser,
-    status_parser,
-    transitions_parser,
-    watch_parser,
-)
+from ksm_exporter.flags import experiment, serve, status, transitions, watch
 from tests.support import REPO
 from tests.support.dashboard_queries import families
 from tests.support.scripts import HAVE_PROMTOOL, NO_PROMTOOL, PROMTOOL, load_script
@@ -283,8 +277,7 @@ def test_user_facing_texts_name_the_report_not_a_seed() -> None:
     ]
     for rel in texts:
         assert "seed" not in (REPO / rel).read_text().lower(), rel
-    parsers = (serve_parser, status_parser, watch_parser, transitions_parser, experiment_parser)
-    for parser in parsers:  # every command's --help
-        assert "seed" not in parser().format_help().lower(), parser.__name__
+    for command in (serve, status, watch, transitions, experiment):  # every command's --help
+        assert "seed" not in command.parser().format_help().lower(), command.__name__
     background = (REPO / "docs/background.md").read_text()
     assert "checkKSM_pages_info.sh" in background and "checkKSM_start_time.sh" in background

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ksm_exporter import flags
 from ksm_exporter.collectors import source
 from ksm_exporter.collectors.source import HIDDEN
+from ksm_exporter.flags import serve as serve_flags
 from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.vm_processes import (
@@ -226,12 +226,12 @@ def test_a_ksm_stat_we_may_not_read() -> None:
 
 
 def test_flags() -> None:
-    args = flags.serve_parser().parse_args([])
+    args = serve_flags.parser().parse_args([])
     assert args.process_collector is True
     assert args.process_pattern.pattern == VM_PATTERN
     assert (args.process_max, args.settle_full_scans) == (200, 3)
     assert args.ksmtuned_config == Path("/etc/ksmtuned.conf")
-    args = flags.serve_parser().parse_args(
+    args = serve_flags.parser().parse_args(
         [
             "--no-collector.process",
             "--collector.process.pattern=^kvm$",
@@ -250,7 +250,7 @@ def test_flags() -> None:
 )
 def test_bad_flags(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
-        flags.serve_parser().parse_args([flag])
+        serve_flags.parser().parse_args([flag])
     assert e.value.code == 2
     assert flag.split("=")[0] in capsys.readouterr().err
 

@@ -17,7 +17,7 @@ from ksm_exporter.collectors.source import Collected, ScrapeContext
 from ksm_exporter.commands.serve import Daemon, build
 from ksm_exporter.daemon.scrape import DEFAULT_TIMEOUT, POOL_SIZE, Scraper, scrape_timeout
 from ksm_exporter.daemon.web.app import Response, gzip_wanted
-from ksm_exporter.flags import serve_parser
+from ksm_exporter.flags.serve import parser as serve_parser
 from ksm_exporter.state.notices import Notices
 from tests.support import copy_fixture, parse_samples, wait_until, write_ksm
 from tests.support.collect import Families

@@ -34,7 +34,7 @@ from ksm_exporter.daemon.systemd import (
     watchdog_seconds,
 )
 from ksm_exporter.daemon.watcher import Watcher
-from ksm_exporter.flags import serve_parser
+from ksm_exporter.flags.serve import parser as serve_parser
 from ksm_exporter.model.derived import MIB, page_size
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.edge_inputs import edge_explainer

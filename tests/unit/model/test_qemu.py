@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ksm_exporter import flags
 from ksm_exporter.daemon.web.landing import vm_rows
+from ksm_exporter.flags import serve as serve_flags
 from ksm_exporter.model.derived import page_size
 from ksm_exporter.model.qemu import VmIdentity, vm_identity
 from ksm_exporter.readers.process_ksm import ProcessKsm
@@ -86,7 +86,7 @@ def test_identifiers_only_where_present(argv: list[str], identity: VmIdentity) -
 
 
 def test_the_default_pattern_is_every_platforms_and_not_their_tools() -> None:
-    pattern = flags.serve_parser().parse_args([]).process_pattern
+    pattern = serve_flags.parser().parse_args([]).process_pattern
     assert pattern.pattern == VM_PATTERN
     found = ["kvm", "qemu-kvm", "qemu-system-x86", "qemu-system-aar", "qemu:web01"]
     assert all(pattern.search(name) for name in found)
