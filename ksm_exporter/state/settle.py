@@ -2,8 +2,8 @@
 
 A manual KSM test waits "until pages_sharing is stable" by eye. Here KSM counts as
 settled while it runs and pages_sharing, sampled when each full scan completes, moved by
-less than TOLERANCE over the last K completed full scans (--settle.full-scans): the
-highest and lowest of those samples differ by less than 1% of the highest (or not at all).
+less than TOLERANCE over the last K completed full scans (--collector.settle.full-scans):
+the highest and lowest of those samples differ by less than 1% of the highest (or not at all).
 
 Samples come from the watcher's polls (every --watch.interval), so the sample
 for a scan is pages_sharing at the first look after full_scans went up. The first look
