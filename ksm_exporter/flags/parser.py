@@ -62,22 +62,15 @@ def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def add_path_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--path.sysfs",
-        dest="sysfs",
-        type=Path,
-        default=Path("/sys"),
-        metavar="DIR",
-        help="sysfs mountpoint (default /sys)",
-    )
-    p.add_argument(
-        "--path.procfs",
-        dest="procfs",
-        type=Path,
-        default=Path("/proc"),
-        metavar="DIR",
-        help="procfs mountpoint (default /proc)",
-    )
+    for name, default in (("sysfs", "/sys"), ("procfs", "/proc")):
+        p.add_argument(
+            f"--path.{name}",
+            dest=name,
+            type=Path,
+            default=Path(default),
+            metavar="DIR",
+            help=f"{name} mountpoint (default {default})",
+        )
 
 
 def add_watch_interval(p: argparse.ArgumentParser) -> None:
