@@ -27,6 +27,7 @@ it costs one queue put, one deadline entry and one Future for the answer.
 from __future__ import annotations
 
 import collections
+import enum
 import heapq
 import itertools
 import logging
@@ -35,7 +36,8 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -131,8 +133,15 @@ class _Pool:
             self._jobs.put(None)
 
 
-# A read's states.
-_QUEUED, _RUNNING, _DONE, _DROPPED = range(4)
+class ReadState(enum.IntEnum):
+    QUEUED = 0  # in a batch, not started
+    RUNNING = 1
+    DONE = 2  # its outcome is there
+    DROPPED = 3  # left queued past its deadline (behind a hung read): never started
+
+
+# Module-level names: compared under the lock on every read.
+_QUEUED, _RUNNING, _DONE, _DROPPED = ReadState
 
 
 class _Read:
@@ -143,7 +152,7 @@ class _Read:
     def __init__(self, name: str, deadline: float) -> None:
         self.name = name
         self.deadline = deadline  # of the scrape that started it
-        self.state = _QUEUED
+        self.state: ReadState = _QUEUED
         self.outcome: Outcome | None = None
         self.waiters: set[_Scrape] = set()
 
@@ -175,8 +184,12 @@ class _Scrape:
         self.result: Future[list[Metric]] = Future()
 
 
-# [when, sequence, callback]; the callback is None once cancelled.
-Entry = list
+@dataclass(eq=False)
+class Entry:
+    """A callback due at `when` (monotonic); None once cancelled or run."""
+
+    when: float
+    callback: Optional[Callable[[], None]]
 
 
 class Deadlines:
@@ -193,7 +206,8 @@ class Deadlines:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[Entry] = []
+        # (when, sequence, entry): the sequence orders entries due at the same time.
+        self._heap: list[tuple[float, int, Entry]] = []
         self._cancelled = 0
         self._seq = itertools.count()
         self._wake_at = 0.0  # when the thread looks next (monotonic)
@@ -201,24 +215,24 @@ class Deadlines:
         self._thread.start()
 
     def at(self, when: float, callback: Callable[[], None]) -> Entry:
-        entry: Entry = [when, next(self._seq), callback]
+        entry = Entry(when, callback)
         with self._cond:
-            heapq.heappush(self._heap, entry)
+            heapq.heappush(self._heap, (when, next(self._seq), entry))
             if when < self._wake_at:
                 self._cond.notify()
         return entry
 
     def cancel(self, entry: Entry) -> None:
         with self._cond:
-            if entry[2] is None:
+            if entry.callback is None:
                 return
-            entry[2] = None
+            entry.callback = None
             self._cancelled += 1
-            while self._heap and self._heap[0][2] is None:  # cancelled ones on top: gone
+            while self._heap and self._heap[0][2].callback is None:  # cancelled ones on top: gone
                 heapq.heappop(self._heap)
                 self._cancelled -= 1
             if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):
-                self._heap = [e for e in self._heap if e[2] is not None]
+                self._heap = [e for e in self._heap if e[2].callback is not None]
                 heapq.heapify(self._heap)
                 self._cancelled = 0
 
@@ -240,12 +254,12 @@ class Deadlines:
                     self._wake_at = now + wait
                     self._cond.wait(wait)
                 self._wake_at = 0.0  # running callbacks: new entries need not wake us
-                entry = heapq.heappop(self._heap)
-                callback = entry[2]
+                entry = heapq.heappop(self._heap)[2]
+                callback = entry.callback
                 if callback is None:
                     self._cancelled -= 1
                     continue
-                entry[2] = None
+                entry.callback = None
             try:
                 callback()
             except Exception:  # a bug in one scrape's ending must not end the others

@@ -1,23 +1,23 @@
 """Hostile clients on loopback, each bounded in count and time: pipelining, slowloris at the
 connection cap, a bcrypt flood and malformed requests all leave a normal scraper served.
+(Each malformed request's status is checked at the parser: tests/unit/daemon/web/test_http1.py.)
 A fake app where the exporter's own work does not matter; the real process otherwise."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import logging
 import socket
 import threading
 import time
 from pathlib import Path
 
 import bcrypt
-import pytest
 
 from ksm_exporter.daemon.web.app import Response
 from tests.support import copy_fixture, http_get, parse_samples, run_exporter, serving, wait_until
 from tests.support.http_client import KeepAliveClient
+from tests.support.malformed import MALFORMED
 
 
 class WorkApp:
@@ -221,22 +221,6 @@ def test_a_bcrypt_flood_leaves_an_authenticated_scraper_served(tmp_path: Path) -
 
 # ---- malformed requests -----------------------------------------------------------------
 
-MALFORMED = [
-    (b"GET / HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nContent-Length: " + b"0" * 19 + b"\r\n\r\n", 400),
-    (b"GET / HTTP/1.\r\n\r\n", 400),
-    (b"GET / HTTP/1.1x\r\n\r\n", 400),
-    (b"GET / HTTP/1.10\r\n\r\n", 400),
-    (b"GET / http/1.1\r\n\r\n", 400),
-    (b"GET / HTTP/3.0\r\n\r\n", 505),
-    (b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nX\x01A: 1\r\n\r\n", 400),
-    (b"GET /\x00 HTTP/1.1\r\n\r\n", 400),
-    (b"G(T / HTTP/1.1\r\n\r\n", 400),
-]
-
 
 def send(port: int, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -245,20 +229,6 @@ def send(port: int, request: bytes) -> bytes:
         while chunk := s.recv(65536):
             out += chunk
     return out
-
-
-@pytest.mark.parametrize(("request_bytes", "status"), MALFORMED)
-def test_a_malformed_request_is_a_4xx_without_a_traceback(
-    request_bytes: bytes, status: int, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    app = WorkApp()
-    with serving(app) as server:
-        out = send(server.port, request_bytes)
-    assert out.startswith(f"HTTP/1.1 {status} ".encode()), out[:80]
-    assert b"Connection: close" in out
-    assert app.order == []
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
 
 
 def test_malformed_requests_to_the_real_exporter_log_no_error(tmp_path: Path) -> None:

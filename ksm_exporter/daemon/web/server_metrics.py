@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from ksm_exporter.daemon.web.server import (
+from ksm_exporter.daemon.web.admission import (
     EVICT_AUTH_QUEUE,
     EVICT_IDLE,
     EVICT_SLOW_REQUEST,
