@@ -66,7 +66,6 @@ def exporter_collectors(proc: Path) -> tuple[dict[str, SourceCollector], Sources
         process_pattern=re.compile(QEMU_PATTERN),
         process_max=200,
         ksmtuned_config=FIXTURES / "ksmtuned" / "stock.conf",
-        exporter_metrics=False,
     )
     return build_collectors([c.name for c in COLLECTORS], sources), sources
 

@@ -1,14 +1,11 @@
-"""The exporter collector: the exporter itself (version, read errors, state file errors,
-and, unless --web.disable-exporter-metrics, its own process_* metrics and python_info).
-
-prometheus-client's GCCollector is left out: its nine python_gc_* series were a tenth of
-every scrape's samples, and what the exporter costs is in process_* (CPU, memory, fds)."""
+"""The exporter collector: the exporter itself (version, read errors, state file errors),
+and the exporter's own process and HTTP metrics the daemon assembles
+(daemon/own_metrics.py; none with --web.disable-exporter-metrics)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
-from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -23,26 +20,17 @@ class ExporterCollector:
         self,
         read_errors: ReadErrors,
         state_file: StateFile | None,
-        own_metrics: bool,
-        extras: Sequence[Callable[[], Iterable[Metric]]] = (),
+        own_metrics: Sequence[Collector] = (),
     ) -> None:
         self.read_errors = read_errors
         self.state_file = state_file
-        self.extras = extras if own_metrics else ()
-        # The exporter's own process: always the real /proc, whatever --path.procfs says.
-        self.own: tuple[Collector, ...] = (
-            (ProcessCollector(registry=None), PlatformCollector(registry=None))
-            if own_metrics
-            else ()
-        )
+        self.own_metrics = tuple(own_metrics)
 
     def collect(self, ctx: ScrapeContext) -> Collected:
         state_file_errors = None if self.state_file is None else self.state_file.errors
         families = list(exporter_metrics(self.read_errors.counts(), state_file_errors))
-        for collector in self.own:
+        for collector in self.own_metrics:
             families.extend(collector.collect())
-        for extra in self.extras:
-            families.extend(extra())
         return Collected(tuple(families))
 
 

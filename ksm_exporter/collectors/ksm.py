@@ -12,23 +12,24 @@ from prometheus_client.core import (
     Metric,
 )
 
-from ksm_exporter.collectors.ksm_files import (
+from ksm_exporter.collectors.source import Collected, ScrapeContext
+from ksm_exporter.model.derived import RunState, run_state, saved_bytes, sharing_ratio
+from ksm_exporter.model.ksm_files import (
     ADVISOR_MODE_HELP,
     BY_FILE,
     FILE_METRICS,
     UNKNOWN_FILE_HELP,
     UNKNOWN_FILE_METRIC,
     FileMetric,
+    Kind,
 )
-from ksm_exporter.collectors.source import Collected, ScrapeContext
-from ksm_exporter.model.derived import RunState, run_state, saved_bytes, sharing_ratio
 from ksm_exporter.readers.sysfs_ksm import KsmReading, read_ksm
 from ksm_exporter.state.read_errors import ReadErrors
 
 
 def _family(m: FileMetric, value: int) -> Metric:
     v = value / m.divisor if m.divisor != 1 else value
-    if m.kind == "counter":
+    if m.kind is Kind.COUNTER:
         return CounterMetricFamily(m.name, m.help, value=v)
     return GaugeMetricFamily(m.name, m.help, value=v)
 
@@ -41,7 +42,7 @@ class KsmCollector:
 
     def collect(self, ctx: ScrapeContext) -> Collected:
         ksm = read_ksm(self.ksm_dir)
-        self.read_errors.record(set(ksm.raw) | set(ksm.errors), dict(ksm.errors), count=True)
+        self.read_errors.scrape_read(set(ksm.raw) | set(ksm.errors), dict(ksm.errors))
         # An absent KSM directory is an observation (ksm_up 0), not a failed collector;
         # a file that failed is skipped and counted in ksm_exporter_read_errors_total.
         return Collected(tuple(render(ksm, self.page_size)))

@@ -27,9 +27,9 @@ class KsmdCollector:
         try:
             stat = read_ksmd_stat(ctx.procfs, names)
         except (OSError, ValueError) as e:
-            self.read_errors.record({KSMD_STAT}, {KSMD_STAT: describe_error(e)}, count=True)
+            self.read_errors.scrape_read({KSMD_STAT}, {KSMD_STAT: describe_error(e)})
             return Collected((), missing=f"{KSMD_STAT}: {describe_error(e)}")
-        self.read_errors.record({KSMD_STAT}, {}, count=True)
+        self.read_errors.scrape_read({KSMD_STAT}, {})
         if stat is None:  # no ksmd: a kernel without KSM
             return Collected(())
         return Collected(tuple(ksmd_metrics(cpu_seconds(stat, self.clock_ticks))))

@@ -60,12 +60,12 @@ class KsmtunedCollector:
             found = read_ksmtuned_conf(self.config_file)
         except OSError as e:
             missing.append(f"{label}: {describe_error(e)}")
-            self.read_errors.record({label}, {label: describe_error(e)}, True)
+            self.read_errors.scrape_read({label}, {label: describe_error(e)})
         else:
             if found is not None:
                 config, problems = found
                 errors = {label: "; ".join(problems)} if problems else {}
-                self.read_errors.record({label}, errors, True)
+                self.read_errors.scrape_read({label}, errors)
         memory = ctx.meminfo()
         if isinstance(memory, str):
             missing.append(f"meminfo: {memory}")
@@ -80,9 +80,9 @@ class KsmtunedCollector:
             try:
                 ps_metric = config.KSM_PS_METRIC if config is not None else "pss"
                 committed = committed_kb(ctx.procfs, names, self.page_size, ps_metric)
-                self.read_errors.record({SMAPS_ROLLUP}, {}, True)
+                self.read_errors.scrape_read({SMAPS_ROLLUP}, {})
             except OSError as e:  # a kvm process's PSS: the sum would be short
-                self.read_errors.record({SMAPS_ROLLUP}, {SMAPS_ROLLUP: describe_error(e)}, True)
+                self.read_errors.scrape_read({SMAPS_ROLLUP}, {SMAPS_ROLLUP: describe_error(e)})
                 missing.append(f"committed memory: {describe_error(e)}")
             reading = KsmtunedReading(config, memory, committed, ksmtuned_alive(names))
         return Collected(tuple(ksmtuned_metrics(reading)), "; ".join(missing) or None)

@@ -9,7 +9,7 @@ from ksm_exporter.collectors.per_vm import vm_metrics
 from ksm_exporter.collectors.source import Collected, ScrapeContext, process_table_missing
 from ksm_exporter.model.defaults import VM_PATTERN
 from ksm_exporter.model.flag_types import Option, positive_int, regex
-from ksm_exporter.readers.vm_processes import VmProcess, read_vm_processes
+from ksm_exporter.readers.vm_processes import read_vm_processes
 from ksm_exporter.state.read_errors import ProcessReadErrors
 
 OPTIONS = (
@@ -38,9 +38,6 @@ class VmProcessCollector:
         self.pattern = pattern
         self.limit = limit
         self.errors = errors
-        # The VMs of the latest scrape, for the landing page, which must never wait on a
-        # read: replaced whole (an immutable tuple), so a reader sees one scrape's list.
-        self.latest: tuple[VmProcess, ...] | None = None
 
     def collect(self, ctx: ScrapeContext) -> Collected:
         names = ctx.process_names()
@@ -49,5 +46,4 @@ class VmProcessCollector:
             return Collected((), missing=missing)
         report = read_vm_processes(ctx.procfs, names, self.pattern, self.limit)
         self.errors.record(report)
-        self.latest = report.processes
-        return Collected(tuple(vm_metrics(report, self.errors.counts())), None)
+        return Collected(tuple(vm_metrics(report, self.errors.counts())), vms=report.processes)

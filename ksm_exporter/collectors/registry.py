@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from ksm_exporter.collectors.exporter import ExporterCollector
 from ksm_exporter.collectors.ksm import KsmCollector
@@ -48,10 +48,9 @@ class Sources:
     process_pattern: re.Pattern[str]
     process_max: int
     ksmtuned_config: Path
-    exporter_metrics: bool  # process_* and python_* of the exporter itself
-    # More of the exporter's own metrics, from the layers above (the HTTP server's
-    # counters), rendered with the process metrics.
-    exporter_extras: list[Callable[[], Iterable[Metric]]] = field(default_factory=list)
+    # The exporter's own process and HTTP metrics, assembled by the daemon
+    # (daemon/own_metrics.py); none with --web.disable-exporter-metrics.
+    own_metrics: tuple[Collector, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,9 +118,7 @@ COLLECTORS: tuple[CollectorInfo, ...] = (
         True,
         "the exporter itself (ksm_exporter_*, and process_*, python_* unless "
         "--web.disable-exporter-metrics)",
-        lambda s: ExporterCollector(
-            s.read_errors, s.state_file, s.exporter_metrics, s.exporter_extras
-        ),
+        lambda s: ExporterCollector(s.read_errors, s.state_file, s.own_metrics),
     ),
 )
 

@@ -2,7 +2,9 @@
 
 A collector reads its source once per scrape (through readers/) into an immutable value
 and renders it with pure functions. It runs in a pool thread, under the scrape's deadline
-(daemon/scrape.py); it never changes state other than counting its read errors."""
+(daemon/scrape.py); it changes no state but the counters of its own failed reads
+(state/read_errors.py). What it has to say beyond its families (the VMs it read) it
+returns in Collected, for the scraper to publish."""
 
 from __future__ import annotations
 
@@ -16,12 +18,12 @@ from prometheus_client.core import Metric
 
 from ksm_exporter.collectors.process_names import ProcessNameCache
 from ksm_exporter.readers import describe_error
-from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
+from ksm_exporter.readers.meminfo import MEMINFO, MemInfo, read_meminfo
 from ksm_exporter.readers.processes import ProcessNames
+from ksm_exporter.readers.vm_processes import VmProcess
 from ksm_exporter.state.read_errors import ReadErrors
 
-# Labels of ksm_exporter_read_errors_total{file} for the shared reads.
-MEMINFO = "meminfo"
+# The label of ksm_exporter_read_errors_total{file} for listing the processes.
 PROC = "proc"
 
 HIDDEN = (
@@ -38,6 +40,8 @@ class Collected:
 
     families: tuple[Metric, ...]
     missing: str | None = None
+    # The process collector's VMs, for the landing page (the scraper keeps the latest).
+    vms: tuple[VmProcess, ...] | None = None
 
 
 class SourceCollector(Protocol):
@@ -85,7 +89,7 @@ class ScrapeContext:
     def _read_names(self, cache: ProcessNameCache) -> ProcessNames:
         names = cache.names(self.procfs)
         errors = {PROC: names.error} if names.error is not None else {}
-        self._read_errors.record({PROC}, errors, count=True)
+        self._read_errors.scrape_read({PROC}, errors)
         return names
 
     def _read_meminfo(self) -> MemInfo | str:
@@ -94,7 +98,7 @@ class ScrapeContext:
         except (OSError, ValueError) as e:
             memory = describe_error(e)
         errors = {MEMINFO: memory} if isinstance(memory, str) else {}
-        self._read_errors.record({MEMINFO}, errors, count=True)
+        self._read_errors.scrape_read({MEMINFO}, errors)
         return memory
 
 

@@ -41,9 +41,9 @@ class VmstatCollector:
         except FileNotFoundError:
             return Collected(())  # a procfs without vmstat (a fixture tree): nothing to say
         except (OSError, ValueError) as e:
-            self.read_errors.record({VMSTAT}, {VMSTAT: describe_error(e)}, count=True)
+            self.read_errors.scrape_read({VMSTAT}, {VMSTAT: describe_error(e)})
             return Collected((), missing=f"{VMSTAT}: {describe_error(e)}")
-        self.read_errors.record({VMSTAT}, {}, count=True)
+        self.read_errors.scrape_read({VMSTAT}, {})
         return Collected(tuple(vmstat_metrics(values)))
 
 

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from ksm_exporter.experiment.flow import STOP_SIGNALS, Options, Reporter, Result, run_experiment
 from ksm_exporter.experiment.ksm_settings import KsmUnavailable, check_writable
@@ -60,13 +60,18 @@ def check_rights(sysfs: Path, euid: int | None = None) -> str | None:
     return None
 
 
-def memory_needed(paths: Paths, spec: WorkloadSpec | None) -> tuple[int, int, int]:
-    """(bytes unmerging gives back to the guests, workload bytes, MemAvailable bytes)."""
+class MemoryNeeded(NamedTuple):
+    unmerge: int  # bytes unmerging gives back to the guests
+    workload: int  # bytes the workload processes take
+    available: int  # MemAvailable (MemFree before Linux 3.14)
+
+
+def memory_needed(paths: Paths, spec: WorkloadSpec | None) -> MemoryNeeded:
     ksm = read_ksm(paths.ksm_dir, only=("pages_sharing",))
     unmerge = saved_bytes(ksm.values.get("pages_sharing", 0), page_size())
     mem = read_meminfo(paths.procfs)
     available = mem.available if mem.available is not None else mem.free
-    return unmerge, spec.total_bytes if spec else 0, available
+    return MemoryNeeded(unmerge, spec.total_bytes if spec else 0, available)
 
 
 def plan(opts: Options, unmerge: int) -> str:

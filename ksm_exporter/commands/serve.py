@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ksm_exporter import __version__
-from ksm_exporter.collectors.process import VmProcessCollector
 from ksm_exporter.collectors.registry import (
     COLLECTORS,
     RUN_LAST,
@@ -22,15 +21,16 @@ from ksm_exporter.collectors.registry import (
     scrape_context,
 )
 from ksm_exporter.collectors.source import HIDDEN
-from ksm_exporter.daemon.health import Liveness
+from ksm_exporter.daemon.health import Heartbeat, Liveness
 from ksm_exporter.daemon.logging_setup import configure, set_level
 from ksm_exporter.daemon.malloc import give_back_freed_memory, limit_arenas
+from ksm_exporter.daemon.own_metrics import own_metrics
 from ksm_exporter.daemon.scrape import Scraper
 from ksm_exporter.daemon.systemd import ServiceNotifier, journal_handler, status_line
 from ksm_exporter.daemon.watcher import Watcher
+from ksm_exporter.daemon.web.admission import Admission, Limits
 from ksm_exporter.daemon.web.app import ExporterApp, Watched
-from ksm_exporter.daemon.web.server import ExporterHTTPServer, Limits, ListenAddressError
-from ksm_exporter.daemon.web.server_metrics import connection_metrics
+from ksm_exporter.daemon.web.server import ExporterHTTPServer, ListenAddressError
 from ksm_exporter.daemon.web.webconfig import (
     WebConfig,
     WebConfigError,
@@ -192,6 +192,11 @@ def build(args: argparse.Namespace) -> Daemon:
     monitor.add_snapshot_observer(settle.observe_snapshot)
     watcher = Watcher(monitor, args.watch_interval, notices)
     enabled = enabled_collectors(args)
+    # Made first and handed down at construction: the server beats and counts into them,
+    # liveness and the exporter collector read them.
+    heartbeat = Heartbeat()
+    limits = Limits(max_connections=args.max_connections)
+    admission = Admission(limits)
     sources = Sources(
         paths=paths,
         page_size=page_size(),
@@ -203,27 +208,21 @@ def build(args: argparse.Namespace) -> Daemon:
         process_pattern=args.process_pattern,
         process_max=args.process_max,
         ksmtuned_config=args.ksmtuned_config,
-        exporter_metrics=not args.disable_exporter_metrics,
+        own_metrics=() if args.disable_exporter_metrics else own_metrics(admission),
     )
     names = process_name_cache(args.process_pattern if "process" in enabled else None)
     collectors = build_collectors(enabled, sources)
     scraper = Scraper(collectors, scrape_context(sources, names), notices, RUN_LAST)
-    liveness = Liveness(watcher.health)
-    process = collectors.get("process")
+    liveness = Liveness(watcher.health, heartbeat)
     watched = Watched(
         snapshot=lambda: watcher.last,
         transitions=tracker.state,
         health=liveness,
-        vms=(lambda: process.latest) if isinstance(process, VmProcessCollector) else lambda: None,
+        vms=lambda: scraper.latest_vms,
     )
     app = ExporterApp(scraper, watched, args.telemetry_path)
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
-    limits = Limits(max_connections=args.max_connections)
-    server = ExporterHTTPServer(args.listen_address, app, web, limits)
-    # The exporter collector renders the server's counters too (--web.disable-exporter-
-    # metrics leaves them out with the process metrics).
-    sources.exporter_extras.append(lambda: connection_metrics(server.connection_counters()))
-    liveness.seconds_since_turn = server.seconds_since_turn
+    server = ExporterHTTPServer(args.listen_address, app, web, limits, heartbeat, admission)
     daemon = Daemon(monitor, watcher, scraper, server, liveness)
     if args.reload_args_file:
         daemon.reloaders.append(args_file_reloader(args.reload_args_file, args))

@@ -1,1 +1,2 @@
-"""The long-running process: the watcher thread, the web server, systemd."""
+"""The long-running process: the watcher thread, the scraper, the HTTP server, liveness,
+systemd, and the exporter's own metrics."""

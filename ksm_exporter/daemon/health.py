@@ -5,30 +5,55 @@ watcher's last poll time and the loop's last turn are plain numbers."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 # The HTTP loop turns at least once a second when idle (server.MAX_POLL_SECONDS), and never
 # waits on a read or a bcrypt check: ten seconds without a turn is a wedged loop.
 HTTP_STALL_SECONDS = 10.0
 
 
+class Health(NamedTuple):
+    """Whether every part makes progress, and a line saying so ("OK" or what is stuck)."""
+
+    ok: bool
+    why: str
+
+
+OK = Health(True, "OK")
+
+
+class Heartbeat:
+    """When a loop last completed a turn. The loop beats; liveness reads. One float,
+    written by the loop's thread alone."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def seconds_since(self) -> float:
+        return time.monotonic() - self.last
+
+
 class Liveness:
     def __init__(
         self,
-        watcher_health: Callable[[], tuple[bool, str]],
-        seconds_since_turn: Callable[[], float] | None = None,
+        watcher_health: Callable[[], Health],
+        http_loop: Heartbeat,
         http_stall_after: float = HTTP_STALL_SECONDS,
     ) -> None:
         self.watcher_health = watcher_health
-        # Set once the server exists (it is built with the app that answers with this).
-        self.seconds_since_turn = seconds_since_turn
+        self.http_loop = http_loop  # the same object the server beats
         self.http_stall_after = http_stall_after
 
-    def __call__(self) -> tuple[bool, str]:
-        """(every part makes progress, "OK" or which part is stuck)."""
-        ok, why = self.watcher_health()
-        late = 0.0 if self.seconds_since_turn is None else self.seconds_since_turn()
-        stuck = [] if ok else [why]
+    def __call__(self) -> Health:
+        """OK, or which part is stuck."""
+        watcher = self.watcher_health()
+        late = self.http_loop.seconds_since()
+        stuck = [] if watcher.ok else [watcher.why]
         if late > self.http_stall_after:
             stuck.append(f"HTTP loop stalled: no turn for {late:.0f}s")
-        return (not stuck, "; ".join(stuck) or "OK")
+        return Health(False, "; ".join(stuck)) if stuck else OK

@@ -43,6 +43,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ksm_exporter.collectors.source import Collected, ScrapeContext, SourceCollector
 from ksm_exporter.daemon.threads import set_native_thread_name
+from ksm_exporter.readers.vm_processes import VmProcess
 from ksm_exporter.state.notices import Notices
 
 log = logging.getLogger(__name__)
@@ -310,6 +311,9 @@ class Scraper:
         self._lock = threading.Lock()
         self._inflight: dict[str, _Read] = {}  # reads queued or running
         self._stuck: set[str] = set()  # noted once each, until they recover
+        # The VMs of the latest scrape that read them, for the landing page (which never
+        # waits on a read): replaced whole, so a reader sees one scrape's list.
+        self.latest_vms: tuple[VmProcess, ...] | None = None
 
     def stuck(self) -> list[str]:
         """Collectors whose read has outlived its scrape's deadline and is still running."""
@@ -461,6 +465,8 @@ class Scraper:
         except Exception as e:  # a bug in a collector: fail it, keep the others
             self.notices.note(log, logging.ERROR, "collector %s failed: %r", name, e)
             collected, missing = Collected(()), repr(e)
+        if collected.vms is not None:
+            self.latest_vms = collected.vms
         return Outcome(name, collected.families, missing is None, time.perf_counter() - started)
 
     def shutdown(self) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ksm_exporter.daemon.health import Health
 from ksm_exporter.daemon.threads import set_native_thread_name
 from ksm_exporter.model.derived import mebibytes, run_state, saved_bytes
 from ksm_exporter.state.snapshot import Snapshot
@@ -155,9 +156,7 @@ def watchdog_seconds(
     return usec / 1e6 if usec > 0 else None
 
 
-def status_line(
-    alive: tuple[bool, str], snap: Snapshot | None, ksm_dir: Path, transitions: int
-) -> str:
+def status_line(alive: Health, snap: Snapshot | None, ksm_dir: Path, transitions: int) -> str:
     """What `systemctl status` shows under the unit: run state, memory saved and transitions
     since start (from the watcher's latest poll), or which part has stalled."""
     ok, why = alive
@@ -186,7 +185,7 @@ class ServiceNotifier:
 
     def __init__(
         self,
-        alive: Callable[[], tuple[bool, str]],
+        alive: Callable[[], Health],
         status: Callable[[], str],
         interval: float,
         notify: Notify | None = None,

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 
+from ksm_exporter.daemon.health import OK, Health
 from ksm_exporter.daemon.threads import set_native_thread_name
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.notices import Notices
@@ -49,12 +50,12 @@ class Watcher:
     def healthy(self) -> bool:
         return self.seconds_since_poll() <= self.stall_after
 
-    def health(self) -> tuple[bool, str]:
+    def health(self) -> Health:
         """Whether the watcher polls on time, and a line saying so."""
         late = self.seconds_since_poll()
         if late <= self.stall_after:
-            return True, "OK"
-        return False, f"watcher stalled: no poll for {late:.0f}s"
+            return OK
+        return Health(False, f"watcher stalled: no poll for {late:.0f}s")
 
     def poll_once(self) -> Snapshot:
         """One poll, as the thread does it (tests call it directly)."""

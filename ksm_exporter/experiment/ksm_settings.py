@@ -12,8 +12,9 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ksm_exporter.model.ksm_files import ADVISOR_MODE
 from ksm_exporter.readers import Paths
-from ksm_exporter.readers.sysfs_ksm import ADVISOR_MODE, parse_advisor_mode
+from ksm_exporter.readers.sysfs_ksm import parse_advisor_mode
 
 # Written in this order on restore: tunables first, `run` last, so ksmd restarts with
 # the settings it had. advisor_mode comes before pages_to_scan because the kernel

@@ -8,6 +8,12 @@ this module covers the one case where they stop.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
+
+
+class Progress(NamedTuple):
+    pages_scanned: int
+    full_scans: int
 
 
 @dataclass
@@ -19,13 +25,13 @@ class IdleKsmd:
     ksm_settled, and waits for nothing."""
 
     idle_after: float
-    _last: tuple[int, int] | None = None
+    _last: Progress | None = None
     _since: float = 0.0
 
     def observe(self, now: float, pages_scanned: int | None, full_scans: int) -> bool:
         if pages_scanned is None:
             return False  # older kernel: no way to tell, the caller's timeout decides
-        progress = (pages_scanned, full_scans)
+        progress = Progress(pages_scanned, full_scans)
         if progress != self._last:
             self._last, self._since = progress, now
             return False

@@ -1,1 +1,2 @@
-"""Values and arithmetic shared by every layer: no I/O, no state."""
+"""Values, tables and arithmetic shared by every layer (run states, the KSM file table,
+edge causes, qemu identities, defaults): no file read, no thread, no state."""

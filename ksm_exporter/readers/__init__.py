@@ -1,7 +1,9 @@
-"""Readers: pure functions from a filesystem root (real or a fixture tree) to values.
+"""Readers: functions from a filesystem root (the real one or a fixture tree) to
+immutable values. They keep no state and never write.
 
-They never keep state and never write; errors are returned, not raised, so one broken
-file never costs the rest of a scrape.
+A reader of one file raises OSError or ValueError, and its caller counts and skips that
+file; a reader of many (the KSM directory, the process table, the VMs) returns what failed
+beside what it read, so one broken file never costs the rest of a scrape.
 """
 
 from __future__ import annotations

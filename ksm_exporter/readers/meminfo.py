@@ -13,6 +13,9 @@ from pathlib import Path
 
 from ksm_exporter.readers import U64_MAX, parse_kernel_int
 
+# The file, and its label in ksm_exporter_read_errors_total{file}.
+MEMINFO = "meminfo"
+
 _FIELDS = {
     "MemTotal": "total",
     "MemFree": "free",
@@ -65,7 +68,7 @@ def parse_meminfo(text: str) -> MemInfo:
 
 def read_meminfo(procfs: Path) -> MemInfo:
     """Raises OSError or ValueError; the caller counts it as a read error."""
-    path = procfs / "meminfo"
+    path = procfs / MEMINFO
     with open(path, "rb") as f:
         data = f.read(64 * 1024)
     return parse_meminfo(data.decode("ascii", "replace"))

@@ -10,44 +10,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ksm_exporter.model.ksm_files import ADVISOR_MODE, BY_FILE, FILE_METRICS
 from ksm_exporter.readers import describe_error, parse_kernel_int, read_small_file
 
-# The kernel prints these with %ld: they can go negative (general_profit when rmap_items
-# cost more than merging saves; the others transiently, as they are sums of racy counters).
-SIGNED_FILES = frozenset({"general_profit", "ksm_zero_pages", "pages_volatile"})
+# The files whose value may be negative (printed with %ld; model/ksm_files says why).
+SIGNED_FILES = frozenset(m.file for m in FILE_METRICS if m.signed)
 
-ADVISOR_MODE = "advisor_mode"
-
-# Every integer file of kernels 2.6.32 to 6.18. A known file that does not parse is an
-# error; an unknown one that does not hold an integer is a format we cannot guess, so it
-# is ignored rather than counted as broken on every scrape.
-KNOWN_INTEGER_FILES = frozenset(
-    {
-        "advisor_max_cpu",
-        "advisor_max_pages_to_scan",
-        "advisor_min_pages_to_scan",
-        "advisor_target_scan_time",
-        "full_scans",
-        "general_profit",
-        "ksm_zero_pages",
-        "max_page_sharing",
-        "merge_across_nodes",
-        "pages_scanned",
-        "pages_shared",
-        "pages_sharing",
-        "pages_skipped",
-        "pages_to_scan",
-        "pages_unshared",
-        "pages_volatile",
-        "run",
-        "sleep_millisecs",
-        "smart_scan",
-        "stable_node_chains",
-        "stable_node_chains_prune_millisecs",
-        "stable_node_dups",
-        "use_zero_pages",
-    }
-)
+# A known file that does not parse is an error; an unknown one that does not hold an
+# integer is a format we cannot guess, so it is ignored rather than counted as broken on
+# every scrape.
+KNOWN_INTEGER_FILES = frozenset(BY_FILE)
 
 
 @dataclass(frozen=True)

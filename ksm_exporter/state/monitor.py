@@ -13,7 +13,7 @@ from collections.abc import Callable
 from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers import Paths, describe_error
 from ksm_exporter.readers.edge_inputs import EdgeExplainer
-from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
+from ksm_exporter.readers.meminfo import MEMINFO, MemInfo, read_meminfo
 from ksm_exporter.readers.sysfs_ksm import read_ksm
 from ksm_exporter.state.bounded_reads import BoundedExplainer
 from ksm_exporter.state.read_errors import ReadErrors
@@ -22,8 +22,6 @@ from ksm_exporter.state.state_file import StateFile
 from ksm_exporter.state.transitions import TrackerState, Transition, TransitionTracker
 
 log = logging.getLogger(__name__)
-
-MEMINFO = "meminfo"  # the read-error label for <procfs>/meminfo
 
 TransitionListener = Callable[[Transition], None]
 SnapshotObserver = Callable[[Snapshot], None]
@@ -77,7 +75,7 @@ class KsmMonitor:
             errors[MEMINFO] = describe_error(e)
         snap = Snapshot(taken_at=time.time(), ksm=ksm, memory=memory, page_size=self.page_size)
         tried = set(ksm.raw) | set(ksm.errors) | {MEMINFO}
-        self.read_errors.record(tried, errors, count=False)
+        self.read_errors.watcher_read(tried, errors)
         if snap.run is not None:
             self._observe(snap.run, memory, snap.taken_at)
         for observe in self._observers:

@@ -1,6 +1,8 @@
 """Reads that failed: counted for ksm_exporter_read_errors_total{file} and
 ksm_process_read_errors_total{reason}, and logged when a file starts failing and when it
-recovers, not at every read. The log lines go through Notices, so a scrape never logs."""
+recovers, not at every read. The log lines go through Notices, so a scrape never logs.
+
+The one state scrapes write: counters of their own failed reads."""
 
 from __future__ import annotations
 
@@ -17,7 +19,11 @@ UNREADABLE = "unreadable"
 
 
 class ReadErrors:
-    """Failed reads per file."""
+    """Failed reads per file, from two writers. A scrape reports its reads
+    (`scrape_read`): each failure counts, so ksm_exporter_read_errors_total{file} means
+    "scrapes that skipped this file", whatever the watcher's interval. The watcher records
+    its looks (`watcher_read`): they count nothing. Both log when a file starts failing
+    and when it recovers, once, through the notices."""
 
     def __init__(self, notices: Notices) -> None:
         self.notices = notices
@@ -25,20 +31,26 @@ class ReadErrors:
         self._counts: dict[str, int] = {}
         self._failing: set[str] = set()
 
-    def record(self, tried: set[str], errors: dict[str, str], count: bool) -> None:
-        """`tried`: files this pass tried; `errors`: those that failed, with why. Only
-        scrapes count (`count`), so the counter means "scrapes that skipped this file",
-        whatever the watcher's interval; the watcher's polls only log."""
+    def scrape_read(self, tried: set[str], errors: dict[str, str]) -> None:
+        """`tried`: the files a scrape's read tried; `errors`: those that failed, with why."""
         with self._lock:
-            for name, why in errors.items():
-                if count:
-                    self._counts[name] = self._counts.get(name, 0) + 1
-                if name not in self._failing:
-                    self._failing.add(name)
-                    self.notices.note(log, logging.WARNING, "skipping %s: %s", name, why)
-            for name in (tried & self._failing) - errors.keys():
-                self._failing.discard(name)
-                self.notices.note(log, logging.INFO, "%s readable again", name)
+            for name in errors:
+                self._counts[name] = self._counts.get(name, 0) + 1
+            self._note_changes(tried, errors)
+
+    def watcher_read(self, tried: set[str], errors: dict[str, str]) -> None:
+        """The same for the watcher's look: logged, not counted."""
+        with self._lock:
+            self._note_changes(tried, errors)
+
+    def _note_changes(self, tried: set[str], errors: dict[str, str]) -> None:
+        for name, why in errors.items():
+            if name not in self._failing:
+                self._failing.add(name)
+                self.notices.note(log, logging.WARNING, "skipping %s: %s", name, why)
+        for name in (tried & self._failing) - errors.keys():
+            self._failing.discard(name)
+            self.notices.note(log, logging.INFO, "%s readable again", name)
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ksm_exporter.model.defaults import SETTLE_FULL_SCANS
 from ksm_exporter.model.derived import RunState, run_state
@@ -33,6 +34,13 @@ class SettleState:
     full_scans: int  # K
 
 
+class ScanSample(NamedTuple):
+    """pages_sharing at the first look after full_scans reached this count."""
+
+    full_scans: int
+    pages_sharing: int
+
+
 def stable(values: list[int], tolerance: float = TOLERANCE) -> bool:
     high, low = max(values), min(values)
     return high == low or high - low < tolerance * high
@@ -46,7 +54,7 @@ class SettleTracker:
         self._lock = threading.Lock()
         self._running: bool | None = None  # None: not looked at yet
         self._started_at: float | None = None  # the latest change into running
-        self._samples: deque[tuple[int, int]] = deque()  # (full_scans, pages_sharing)
+        self._samples: deque[ScanSample] = deque()
         self._settled = False
         self._duration: float | None = None
         self._last_seen = float("-inf")
@@ -86,17 +94,19 @@ class SettleTracker:
 
     def _observe_scans(self, timestamp: float, full_scans: int, pages_sharing: int) -> None:
         samples = self._samples
-        if samples and full_scans < samples[-1][0]:  # the counter went back: start over
+        if samples and full_scans < samples[-1].full_scans:  # the counter went back: start over
             samples.clear()
             self._settled = False
-        if samples and full_scans == samples[-1][0]:
+        if samples and full_scans == samples[-1].full_scans:
             return  # mid-scan: settled changes only when a scan completes
-        samples.append((full_scans, pages_sharing))
+        samples.append(ScanSample(full_scans, pages_sharing))
         # Keep one sample at or before K scans ago: the start of the window.
         window_start = full_scans - self.full_scans
-        while len(samples) > 1 and samples[1][0] <= window_start:
+        while len(samples) > 1 and samples[1].full_scans <= window_start:
             samples.popleft()
-        self._settled = samples[0][0] <= window_start and stable([s[1] for s in samples])
+        self._settled = samples[0].full_scans <= window_start and stable(
+            [s.pages_sharing for s in samples]
+        )
         if self._settled and self._duration is None and self._started_at is not None:
             self._duration = timestamp - self._started_at
 

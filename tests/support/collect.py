@@ -67,7 +67,7 @@ def ksm_scrapes(root: Path) -> Scrapes:
     collectors: dict[str, SourceCollector] = {
         "ksm": KsmCollector(paths.ksm_dir, page_size(), errors),
         "memory": MemoryCollector(),
-        "exporter": ExporterCollector(errors, None, False),
+        "exporter": ExporterCollector(errors, None),
     }
     return Scrapes(paths.procfs, collectors, errors)
 

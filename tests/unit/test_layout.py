@@ -7,9 +7,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from ksm_exporter.collectors.ksm_files import FILE_METRICS
-from ksm_exporter.readers.sysfs_ksm import ADVISOR_MODE, KNOWN_INTEGER_FILES
-
 PACKAGE = Path(__file__).parents[2] / "ksm_exporter"
 
 LAYERS = ["model", "readers", "state", "collectors", "daemon", "commands", "top"]
@@ -123,15 +120,3 @@ def test_each_commands_flags_use_only_what_they_configure() -> None:
         found = {m for m in imports(flags / f"{name}.py") if layer(m) not in ("model", "top")}
         used = {m for m in found if m.rpartition(".")[0] not in found}  # modules, not names
         assert used == allowed, (name, used)
-
-
-def test_every_known_ksm_file_has_exactly_one_metric() -> None:
-    """The reader's table of files and the metric table agree: a file added to one and not
-    the other fails here."""
-    files = [m.file for m in FILE_METRICS]
-    assert len(files) == len(set(files)), "a file with two metrics"
-    names = [m.name for m in FILE_METRICS]
-    assert len(names) == len(set(names)), "a metric for two files"
-    # advisor_mode is text, exported as ksm_advisor_mode{mode}, not through the table.
-    assert set(files) == set(KNOWN_INTEGER_FILES), set(files) ^ set(KNOWN_INTEGER_FILES)
-    assert ADVISOR_MODE not in files

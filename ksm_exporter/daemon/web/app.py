@@ -18,6 +18,7 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
 from ksm_exporter.collectors.registry import BY_NAME
+from ksm_exporter.daemon.health import Health
 from ksm_exporter.daemon.scrape import Scraper, scrape_timeout
 from ksm_exporter.daemon.web.landing import render_landing
 from ksm_exporter.readers.vm_processes import VmProcess
@@ -44,13 +45,14 @@ class Response:
 
 @dataclass(frozen=True)
 class Watched:
-    """What the watcher keeps, for the routes that must never wait on a read."""
+    """What the watcher (and the scraper) keep, for the routes that must never wait on a
+    read."""
 
     snapshot: Callable[[], Snapshot | None]  # its latest poll; None before the first
     transitions: Callable[[], TrackerState]
-    health: Callable[[], tuple[bool, str]]  # (every part makes progress, a line saying so)
-    # The VMs of the latest scrape (the landing page shows, never reads); None: the
-    # process collector is off or has not run yet.
+    health: Callable[[], Health]
+    # The VMs of the latest scrape, as the scraper publishes them (the landing page
+    # shows, never reads); None: the process collector is off or has not run yet.
     vms: Callable[[], Sequence[VmProcess] | None] = lambda: None
 
 

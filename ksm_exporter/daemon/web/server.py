@@ -57,6 +57,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from ksm_exporter import __version__
+from ksm_exporter.daemon.health import Heartbeat
 from ksm_exporter.daemon.threads import set_native_thread_name
 from ksm_exporter.daemon.web import http1
 from ksm_exporter.daemon.web.admission import (
@@ -134,11 +135,16 @@ class ExporterHTTPServer:
         app: ExporterApp,
         web: WebConfig | None = None,
         limits: Limits | None = None,
+        heartbeat: Heartbeat | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.app = app
         self.web = web or WebConfig()
         self.limits = limits or Limits()
-        self.admission = Admission(self.limits)
+        # Given by the daemon, which hands the same objects to liveness and to the
+        # exporter's own metrics.
+        self.heartbeat = heartbeat if heartbeat is not None else Heartbeat()
+        self.admission = admission if admission is not None else Admission(self.limits)
         host, port = parse_listen_address(address)
         # An ASCII host as bytes: a str goes through the idna codec, which loads Unicode
         # tables (~0.3 MB) that only an internationalised name needs.
@@ -177,7 +183,6 @@ class ExporterHTTPServer:
         self._next_sweep = float("inf")
         self._date = (0, "")
         self._turn = 0
-        self._turned = time.monotonic()
         # Connections with a complete request that had theirs this turn: served next turn.
         self._ready: list[Conn] = []
         # Futures (bcrypt checks, app answers) that completed: appended by whatever thread
@@ -216,19 +221,19 @@ class ExporterHTTPServer:
         self._stopped.clear()
         if threading.current_thread() is not threading.main_thread():
             set_native_thread_name(THREAD_NAME)
-        self._turned = time.monotonic()
+        self.heartbeat.beat()
         self._started.set()
         try:
             while not self._stop:
                 self._run_once()
-                self._turned = time.monotonic()
+                self.heartbeat.beat()
         finally:
             self._stopped.set()
 
     def seconds_since_turn(self) -> float:
         """Seconds since the loop last completed a turn. It turns at least once every
         MAX_POLL_SECONDS, so a large value means the loop is stuck (or not running)."""
-        return time.monotonic() - self._turned
+        return self.heartbeat.seconds_since()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop the loop (from another thread) and wait for it."""

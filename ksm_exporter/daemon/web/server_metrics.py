@@ -1,9 +1,5 @@
-"""The HTTP server's own counters, as metrics (with the process metrics, so that
---web.disable-exporter-metrics leaves them out too).
-
-`connection_metrics` renders one reading of the counters; a collector that renders the
-exporter itself can take `lambda: connection_metrics(server.connection_counters())` as a
-plain callable, so that nothing below daemon/ imports the server."""
+"""The HTTP server's own counters, as metrics (daemon/own_metrics.py puts them beside
+the process metrics, so that --web.disable-exporter-metrics leaves them out too)."""
 
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ksm_exporter.collectors.exporter import ExporterCollector
 from ksm_exporter.collectors.ksm import KsmCollector
-from ksm_exporter.collectors.ksm_files import BY_FILE
 from ksm_exporter.model.derived import page_size
+from ksm_exporter.model.ksm_files import BY_FILE
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.sysfs_ksm import SIGNED_FILES
 from tests.support import FIXTURES, parse_samples, run_exporter
@@ -125,7 +125,7 @@ def test_collector_keeps_good_values_and_counts_broken_files(tree: Path, content
     errors = new_read_errors()
     ksm = KsmCollector(paths.ksm_dir, page_size(), errors)
     scrapes = Scrapes(
-        paths.procfs, {"ksm": ksm, "exporter": ExporterCollector(errors, None, False)}, errors
+        paths.procfs, {"ksm": ksm, "exporter": ExporterCollector(errors, None)}, errors
     )
     write_tree(tree / "sys/kernel/mm/ksm", contents)
     before = scrapes.scrape()  # counts from one read

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ksm_exporter.commands.serve import log_transition
-from ksm_exporter.daemon.health import Liveness
+from ksm_exporter.daemon.health import OK, Health, Heartbeat, Liveness
 from ksm_exporter.daemon.logging_setup import configure
 from ksm_exporter.daemon.systemd import (
     JOURNAL_SOCKET,
@@ -157,6 +157,13 @@ class FakeNotify:
         return self.messages.count("WATCHDOG=1")
 
 
+def beat_ago(seconds: float) -> Heartbeat:
+    """A heartbeat whose loop last turned `seconds` ago."""
+    heartbeat = Heartbeat()
+    heartbeat.last -= seconds
+    return heartbeat
+
+
 def fixture_watcher(root: Path) -> Watcher:
     notices = Notices()
     monitor = KsmMonitor(
@@ -169,7 +176,7 @@ def watcher_notifier(
     watcher: Watcher, notify: FakeNotify, env: dict[str, str], **kw: object
 ) -> ServiceNotifier:
     """The notifier as serve wires it, with the HTTP loop always turning."""
-    alive = Liveness(watcher.health, lambda: 0.0)
+    alive = Liveness(watcher.health, beat_ago(0.0))
     return ServiceNotifier(alive, lambda: alive()[1], watcher.interval, notify, env, **kw)  # type: ignore[arg-type]
 
 
@@ -241,16 +248,16 @@ def test_notifier_answers_the_watchdog_only_while_the_watcher_is_on_time(
 def test_watchdog_stops_when_the_http_loop_is_wedged(caplog: pytest.LogCaptureFixture) -> None:
     """The watcher polls on time but the HTTP loop has not turned: no more pings, and the
     status says which part is stuck; pings resume when the loop turns again."""
-    turned = [time.monotonic()]
-    watcher_ok = lambda: (True, "OK")  # noqa: E731
-    alive = Liveness(watcher_ok, lambda: time.monotonic() - turned[0], http_stall_after=0.5)
+    heartbeat = Heartbeat()
+    watcher_ok = lambda: OK  # noqa: E731
+    alive = Liveness(watcher_ok, heartbeat, http_stall_after=0.5)
     notify = FakeNotify()
     env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "100000"}
     notifier = ServiceNotifier(alive, lambda: alive()[1], 0.05, notify, env)
     notifier.ready()
     try:
         wait_until(lambda: notify.pings() >= 2, what="pings while the loop turns")
-        turned[0] = time.monotonic() - 60  # the loop's last turn a minute ago
+        heartbeat.last = time.monotonic() - 60  # the loop's last turn a minute ago
         wait_until(
             lambda: "no longer answering the systemd watchdog" in caplog.text,
             what="the watchdog given up",
@@ -259,19 +266,19 @@ def test_watchdog_stops_when_the_http_loop_is_wedged(caplog: pytest.LogCaptureFi
         stalled = notify.pings()
         time.sleep(0.3)
         assert notify.pings() == stalled
-        turned[0] = time.monotonic() + 3600  # turning again
+        heartbeat.last = time.monotonic() + 3600  # turning again
         wait_until(lambda: notify.pings() > stalled, what="pings to resume")
     finally:
         notifier.stopping()
 
 
 def test_liveness_names_each_stuck_part() -> None:
-    stalled = lambda: (False, "watcher stalled: no poll for 9s")  # noqa: E731
-    fine = lambda: (True, "OK")  # noqa: E731
-    assert Liveness(fine, lambda: 0.5)() == (True, "OK")
-    assert Liveness(stalled, lambda: 0.5)() == (False, "watcher stalled: no poll for 9s")
-    assert Liveness(fine, lambda: 30.0)() == (False, "HTTP loop stalled: no turn for 30s")
-    assert Liveness(stalled, lambda: 30.0)() == (
+    stalled = lambda: Health(False, "watcher stalled: no poll for 9s")  # noqa: E731
+    fine = lambda: OK  # noqa: E731
+    assert Liveness(fine, beat_ago(0.5))() == (True, "OK")
+    assert Liveness(stalled, beat_ago(0.5))() == (False, "watcher stalled: no poll for 9s")
+    assert Liveness(fine, beat_ago(30.0))() == (False, "HTTP loop stalled: no turn for 30s")
+    assert Liveness(stalled, beat_ago(30.0))() == (
         False,
         "watcher stalled: no poll for 9s; HTTP loop stalled: no turn for 30s",
     )
