@@ -39,6 +39,7 @@ from ksm_exporter.model.defaults import QEMU_PATTERN
 from ksm_exporter.model.derived import page_size
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.ksmtuned import committed_kb
+from ksm_exporter.readers.ksmtuned_rule import FEDORA
 from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.vm_processes import read_vm_processes
 from ksm_exporter.state.notices import Notices
@@ -151,7 +152,7 @@ def main() -> None:
             ),
             (
                 f"ksmtuned committed: statm of {args.vms}",
-                lambda: committed_kb(proc, names, page_size()),
+                lambda: committed_kb(proc, names, page_size(), FEDORA),
             ),
             (
                 "process-table collectors, text format",

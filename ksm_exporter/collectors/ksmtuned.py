@@ -1,12 +1,18 @@
 """The ksmtuned collector: the inputs of ksmtuned's decision to start or stop KSM.
 
-Its figures come from the process table (is ksmtuned alive, what qemu processes hold),
-meminfo and ksmtuned.conf. When /proc hides other users' processes, ksmtuned_running,
-ksmtuned_committed_bytes and ksmtuned_would_run are left out: "no ksmtuned and no qemu
-among the processes we can see" says nothing about the node."""
+Its figures come from the process table (is ksmtuned alive, which script it runs, the
+memory of the guests that script counts), meminfo and ksmtuned.conf. When /proc hides
+other users' processes, ksmtuned_running, ksmtuned_committed_bytes and ksmtuned_would_run
+are left out: "no ksmtuned and no qemu among the processes we can see" says nothing about
+the node. Committed memory is counted by the rule of the running ksmtuned's own script
+(ksmtuned_committed_rule_info says which): none without a running ksmtuned, none when its
+script is not recognised. A ksmtuned.conf changed since ksmtuned started is not the one it
+runs with: no threshold then. Each of those is logged once (through the notices)."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +23,30 @@ from ksm_exporter.collectors.source import Collected, ScrapeContext, process_tab
 from ksm_exporter.readers import describe_error
 from ksm_exporter.readers.ksmtuned import (
     KIB,
+    changed_message,
     committed_kb,
+    config_changed,
     free_kb,
-    ksmtuned_alive,
     ksmtuned_inputs,
+    pgrep_f_text,
     threshold_kb,
 )
 from ksm_exporter.readers.ksmtuned_conf import CONFIG_OPTION, KsmtunedConfig, read_ksmtuned_conf
+from ksm_exporter.readers.ksmtuned_rule import (
+    BY_CMDLINE,
+    CommittedRule,
+    RuleLook,
+    find_ksmtuned,
+    ksmtuned_rule,
+)
 from ksm_exporter.readers.meminfo import MemInfo
+from ksm_exporter.readers.processes import ProcessNames
 from ksm_exporter.state.read_errors import ReadErrors
 
 # Declared with the reader: `watch --explain` takes the same flag without loading a collector.
 OPTIONS = (CONFIG_OPTION,)
+
+log = logging.getLogger(__name__)
 
 SMAPS_ROLLUP = "smaps_rollup"  # the PSS of Proxmox VE's kvm processes, for ksmtuned
 
@@ -37,10 +55,47 @@ SMAPS_ROLLUP = "smaps_rollup"  # the PSS of Proxmox VE's kvm processes, for ksmt
 class KsmtunedReading:
     """One scrape's look; None where the source could not be observed."""
 
-    config: KsmtunedConfig | None  # None: no configuration file, ksmtuned not installed
+    config: KsmtunedConfig | None  # None: no file, unreadable, or not the one in force
     memory: MemInfo | None
-    committed_kb: int | None  # None: the process table is incomplete, or a PSS unreadable
+    committed_kb: int | None  # None: no rule (none running, unrecognised), table hidden...
     running: bool | None
+    rule: RuleLook | None = None  # the running ksmtuned's script and its rule
+
+
+class CmdlineCache:
+    """Command lines as `pgrep -f` matches them, for Debian's rule: read once per process
+    (and again when its name changes: an exec), not at every scrape."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[int, tuple[str, str | None]] = {}
+
+    def texts(self, procfs: Path, names: ProcessNames) -> dict[int, str | None]:
+        with self._lock:
+            seen = self._seen
+            for pid in seen.keys() - names.names.keys():
+                del seen[pid]
+            for pid, name in names.names.items():
+                if pid not in seen or seen[pid][0] != name:
+                    seen[pid] = (name, pgrep_f_text(procfs, pid))
+            return {pid: text for pid, (_, text) in seen.items()}
+
+
+class SaidOnce:
+    """One log line (through the notices) each time what is said changes."""
+
+    def __init__(self, read_errors: ReadErrors) -> None:
+        self.notices = read_errors.notices
+        self._lock = threading.Lock()
+        self._said: dict[str, object] = {}
+
+    def say(self, topic: str, key: object, level: int, msg: str, *args: object) -> None:
+        with self._lock:
+            if self._said.get(topic) == key:
+                return
+            self._said[topic] = key
+        if msg:
+            self.notices.note(log, level, msg, *args)
 
 
 class KsmtunedCollector:
@@ -48,6 +103,8 @@ class KsmtunedCollector:
         self.config_file = config_file
         self.page_size = page_size
         self.read_errors = read_errors
+        self.said = SaidOnce(read_errors)
+        self.cmdlines = CmdlineCache()
 
     def collect(self, ctx: ScrapeContext) -> Collected:
         label = self.config_file.name
@@ -74,28 +131,82 @@ class KsmtunedCollector:
         hidden = process_table_missing(names)
         if hidden is not None:
             missing.append(hidden)
-            reading = KsmtunedReading(config, memory, None, None)
+            return Collected(
+                tuple(ksmtuned_metrics(KsmtunedReading(config, memory, None, None))),
+                "; ".join(missing),
+            )
+        process = find_ksmtuned(ctx.procfs, names)
+        if process is None:
+            self.said.say("rule", None, logging.INFO, "")
+            reading = KsmtunedReading(config, memory, None, False)
+            return Collected(tuple(ksmtuned_metrics(reading)), "; ".join(missing) or None)
+        if config is not None and config_changed(self.config_file, ctx.procfs, process):
+            why = changed_message(self.config_file, process)
+            self.said.say("config", (process.pid, why), logging.WARNING, "%s", why)
+            missing.append(why)
+            config = None
         else:
-            committed: int | None = None
-            try:
-                ps_metric = config.KSM_PS_METRIC if config is not None else "pss"
-                committed = committed_kb(ctx.procfs, names, self.page_size, ps_metric)
-                self.read_errors.scrape_read({SMAPS_ROLLUP}, {})
-            except OSError as e:  # a kvm process's PSS: the sum would be short
-                self.read_errors.scrape_read({SMAPS_ROLLUP}, {SMAPS_ROLLUP: describe_error(e)})
-                missing.append(f"committed memory: {describe_error(e)}")
-            reading = KsmtunedReading(config, memory, committed, ksmtuned_alive(names))
+            self.said.say("config", None, logging.INFO, "")
+        look = ksmtuned_rule(ctx.procfs, process)
+        committed: int | None = None
+        if look.rule is None:
+            why = f"ksmtuned (pid {process.pid}): {look.problem}; its committed memory is unknown"
+            self.said.say("rule", (process.pid, why), logging.WARNING, "%s", why)
+            missing.append(why)
+        else:
+            rule = look.rule
+            self.said.say(
+                "rule",
+                (process.pid, rule),
+                logging.INFO,
+                "ksmtuned (pid %d) runs %s: committed memory is %s%s",
+                process.pid,
+                look.script,
+                rule.words,
+                f" ({rule.variant}'s ksmtuned)" if rule.variant else "",
+            )
+            committed = self.committed(ctx, names, rule, config, missing)
+        reading = KsmtunedReading(config, memory, committed, True, look)
         return Collected(tuple(ksmtuned_metrics(reading)), "; ".join(missing) or None)
+
+    def committed(
+        self,
+        ctx: ScrapeContext,
+        names: ProcessNames,
+        rule: CommittedRule,
+        config: KsmtunedConfig | None,
+        missing: list[str],
+    ) -> int | None:
+        texts = self.cmdlines.texts(ctx.procfs, names) if rule.select == BY_CMDLINE else {}
+        try:
+            ps_metric = config.KSM_PS_METRIC if config is not None else "pss"
+            committed = committed_kb(ctx.procfs, names, self.page_size, rule, ps_metric, texts.get)
+            self.read_errors.scrape_read({SMAPS_ROLLUP}, {})
+            return committed
+        except OSError as e:  # a kvm process's PSS: the sum would be short
+            self.read_errors.scrape_read({SMAPS_ROLLUP}, {SMAPS_ROLLUP: describe_error(e)})
+            missing.append(f"committed memory: {describe_error(e)}")
+            return None
 
 
 def ksmtuned_metrics(r: KsmtunedReading) -> Iterator[Metric]:
+    if r.rule is not None and r.rule.rule is not None:
+        info = GaugeMetricFamily(
+            "ksmtuned_committed_rule_info",
+            "How the running ksmtuned's own script counts committed memory: its rule "
+            "(pgrep on the process name, pgrep -f on the command line, or ps -C, and what ps "
+            "sums), the distribution whose script it is (fedora, debian, proxmox; empty for "
+            "another), and the script.",
+            labels=["rule", "variant", "script"],
+        )
+        info.add_metric([r.rule.rule.words, r.rule.rule.variant, r.rule.script], 1.0)
+        yield info
     if r.committed_kb is not None:
         yield GaugeMetricFamily(
             "ksmtuned_committed_bytes",
-            "Memory committed to qemu as ksmtuned counts it: the resident memory (ps rsz) "
-            "of the processes named like qemu (pgrep '^qemu(-(kvm|system-.+)|:.{1,11})$'), "
-            "plus, as Proxmox VE's ksmtuned counts them, KSM_PS_METRIC (default pss) of "
-            "those named kvm (ps -C kvm).",
+            "Memory committed to guests as the running ksmtuned counts it, by the rule of "
+            "its own script (ksmtuned_committed_rule_info): absent when no ksmtuned runs or "
+            "its script is not recognised.",
             value=r.committed_kb * KIB,
         )
     if r.memory is not None:
@@ -108,7 +219,8 @@ def ksmtuned_metrics(r: KsmtunedReading) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "ksmtuned_threshold_bytes",
             "ksmtuned's threshold: MemTotal * KSM_THRES_COEF / 100, at least "
-            "KSM_THRES_CONST kB (from --collector.ksmtuned.config; absent without that file).",
+            "KSM_THRES_CONST kB (from --collector.ksmtuned.config; absent without that file, "
+            "or when it changed since the running ksmtuned started).",
             value=threshold_kb(r.memory.total // KIB, r.config) * KIB,
         )
         if r.committed_kb is not None:
@@ -122,6 +234,6 @@ def ksmtuned_metrics(r: KsmtunedReading) -> Iterator[Metric]:
     if r.running is not None:
         yield GaugeMetricFamily(
             "ksmtuned_running",
-            "1 when a ksmtuned process is alive.",
+            "1 when a ksmtuned process is alive (a zombie is not).",
             value=1.0 if r.running else 0.0,
         )

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ksm_exporter.model.derived import RunState, mebibytes
-from ksm_exporter.model.edge_cause import Cause, cause_text, free_vs_threshold
+from ksm_exporter.model.edge_cause import Cause, cause_text, edge_rule_text
 from ksm_exporter.model.watch_format import local_time
 from ksm_exporter.readers import describe_error
 from ksm_exporter.state.state_file import parse_lines
@@ -99,7 +99,7 @@ def _mb(n: int | None) -> str:
     return "?" if n is None else str(mebibytes(n))
 
 
-HEADER = ("time", "change", "used MB", "free MB", "ksmtuned free/threshold MB", "cause")
+HEADER = ("time", "change", "used MB", "free MB", "ksmtuned's rule (MB)", "cause")
 RIGHT = {2, 3}  # the MB columns
 
 
@@ -110,7 +110,7 @@ def table(history: Sequence[Transition]) -> list[str]:
             f"{t.from_state.value if t.from_state else '?'} -> {t.to_state.value}",
             _mb(t.mem_used_bytes),
             _mb(t.mem_free_bytes),
-            free_vs_threshold(t.ksmtuned_free_bytes, t.ksmtuned_threshold_bytes),
+            edge_rule_text(t),
             cause_text(t.cause, t.controller),
         )
         for t in history
@@ -127,7 +127,8 @@ def table(history: Sequence[Transition]) -> list[str]:
 
 @dataclass(frozen=True)
 class Direction:
-    """The edges into one state: how many, by cause, and MemFree at them (bytes)."""
+    """The edges into one state: how many, by cause, and MemFree, ksmtuned's committed
+    memory and threshold at them (bytes)."""
 
     state: RunState
     edges: int
@@ -135,6 +136,11 @@ class Direction:
     free_min: int | None
     free_median: int | None
     free_max: int | None
+    committed_min: int | None = None
+    committed_median: int | None = None
+    committed_max: int | None = None
+    threshold_min: int | None = None
+    threshold_max: int | None = None
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
@@ -151,9 +157,31 @@ class Direction:
                 f"free memory min {_mb(self.free_min)} MB, median {_mb(self.free_median)} MB, "
                 f"max {_mb(self.free_max)} MB"
             )
+        if self.committed_min is not None:
+            memory += (
+                f"; ksmtuned committed min {_mb(self.committed_min)} MB, median "
+                f"{_mb(self.committed_median)} MB, max {_mb(self.committed_max)} MB"
+            )
+        if self.threshold_min is not None:
+            low, high = _mb(self.threshold_min), _mb(self.threshold_max)
+            memory += f", threshold {low if low == high else f'{low} to {high}'} MB"
         return (
             f"{DIRECTIONS[self.state]} (-> {self.state.value}): {self.edges} ({causes}); {memory}"
         )
+
+
+# Printed under the summary, so every row's cause can be checked by eye.
+RULE = (
+    "ksmtuned stops KSM when committed + threshold < total and free > threshold, "
+    "and starts it otherwise."
+)
+
+
+def spread(values: list[int]) -> tuple[int | None, int | None, int | None]:
+    """min, median, max; None each for no values."""
+    if not values:
+        return None, None, None
+    return min(values), int(statistics.median(values)), max(values)
 
 
 def summary(history: Sequence[Transition]) -> list[Direction]:
@@ -163,15 +191,26 @@ def summary(history: Sequence[Transition]) -> list[Direction]:
         if not edges:
             continue
         causes = Counter(t.cause for t in edges)
-        free = [t.mem_free_bytes for t in edges if t.mem_free_bytes is not None]
+        free = spread([t.mem_free_bytes for t in edges if t.mem_free_bytes is not None])
+        committed = spread(
+            [t.ksmtuned_committed_bytes for t in edges if t.ksmtuned_committed_bytes is not None]
+        )
+        thresholds = spread(
+            [t.ksmtuned_threshold_bytes for t in edges if t.ksmtuned_threshold_bytes is not None]
+        )
         out.append(
             Direction(
                 state=state,
                 edges=len(edges),
                 causes={c.value: causes[c] for c in Cause if causes[c]},
-                free_min=min(free) if free else None,
-                free_median=int(statistics.median(free)) if free else None,
-                free_max=max(free) if free else None,
+                free_min=free[0],
+                free_median=free[1],
+                free_max=free[2],
+                committed_min=committed[0],
+                committed_median=committed[1],
+                committed_max=committed[2],
+                threshold_min=thresholds[0],
+                threshold_max=thresholds[2],
             )
         )
     return out
@@ -198,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(table(history)))
         print()
         print("\n".join(d.line() for d in summary(history)))
+        print(RULE)
     else:
         print("No change of the KSM run state recorded.")
     if problems:

@@ -53,7 +53,7 @@ def watch(
                 context = explain(run, mem) or EdgeContext(Cause.UNKNOWN)
                 if first_look:  # running before we looked: who started it is not known
                     context = replace(context, cause=Cause.UNKNOWN, controller=None)
-                line += " " + explanation(context)
+                line += " " + explanation(context, mem.total if mem else None)
             out.write(line + "\n")
             out.flush()  # often piped into a log file: every line out at once
         if run is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from ksm_exporter.model.derived import KIB, RunState, mebibytes, run_state
 
@@ -121,10 +122,47 @@ def _compare(free_bytes: int | None, threshold_bytes: int | None) -> str:
     return "<" if free_bytes < threshold_bytes else ">" if free_bytes > threshold_bytes else "="
 
 
-def free_vs_threshold(free_bytes: int | None, threshold_bytes: int | None) -> str:
-    """`6315 < 6411`: ksmtuned's free memory against its threshold, in MB; `?` for what
-    was not observed. ksmtuned stops KSM only while free is above the threshold."""
-    return f"{_mb(free_bytes)} {_compare(free_bytes, threshold_bytes)} {_mb(threshold_bytes)}"
+def known_sum(a: int | None, b: int | None) -> int | None:
+    """a + b, or None when either is unknown (MemTotal is the log's used + free)."""
+    return None if a is None or b is None else a + b
+
+
+def rule_text(
+    committed_bytes: int | None,
+    threshold_bytes: int | None,
+    total_bytes: int | None,
+    free_bytes: int | None,
+) -> str:
+    """ksmtuned's rule on its inputs, in its words and MB (`?`: not observed): `committed
+    30 + threshold 1600 < total 7990, free 4011 > threshold 1600` (it stops KSM exactly
+    when both hold). The comparisons are of the bytes, not of the rounded MB."""
+    used = known_sum(committed_bytes, threshold_bytes)
+    return (
+        f"committed {_mb(committed_bytes)} + threshold {_mb(threshold_bytes)} "
+        f"{_compare(used, total_bytes)} total {_mb(total_bytes)}, "
+        f"free {_mb(free_bytes)} {_compare(free_bytes, threshold_bytes)} "
+        f"threshold {_mb(threshold_bytes)}"
+    )
+
+
+class RecordedEdge(Protocol):
+    """What a recorded transition holds of ksmtuned's inputs and the memory (bytes)."""
+
+    ksmtuned_committed_bytes: int | None
+    ksmtuned_threshold_bytes: int | None
+    ksmtuned_free_bytes: int | None
+    mem_used_bytes: int | None
+    mem_free_bytes: int | None
+
+
+def edge_rule_text(edge: RecordedEdge) -> str:
+    """rule_text of a recorded edge: MemTotal is the log's used + free (MemFree)."""
+    return rule_text(
+        edge.ksmtuned_committed_bytes,
+        edge.ksmtuned_threshold_bytes,
+        known_sum(edge.mem_used_bytes, edge.mem_free_bytes),
+        edge.ksmtuned_free_bytes,
+    )
 
 
 def cause_text(cause: Cause, controller: str | None) -> str:
@@ -132,12 +170,14 @@ def cause_text(cause: Cause, controller: str | None) -> str:
     return f"{cause.value} ({controller})" if controller else cause.value
 
 
-def explanation(context: EdgeContext) -> str:
-    """What `watch --explain` appends to checkKSM_start_time.sh's line:
-    `cause: ksmtuned; ksmtuned free 6315 MB < threshold 6411 MB, committed 25742 MB.`"""
-    free, threshold = context.ksmtuned_free_bytes, context.ksmtuned_threshold_bytes
-    return (
-        f"cause: {cause_text(context.cause, context.controller)}; ksmtuned free {_mb(free)} MB "
-        f"{_compare(free, threshold)} threshold {_mb(threshold)} MB, "
-        f"committed {_mb(context.ksmtuned_committed_bytes)} MB."
+def explanation(context: EdgeContext, total_bytes: int | None = None) -> str:
+    """What `watch --explain` appends to checkKSM_start_time.sh's line: `cause: ksmtuned;
+    ksmtuned (MB) committed 25742 + threshold 6411 > total 32061, free 6315 < threshold
+    6411.` (`total_bytes`: MemTotal at the edge)."""
+    words = rule_text(
+        context.ksmtuned_committed_bytes,
+        context.ksmtuned_threshold_bytes,
+        total_bytes,
+        context.ksmtuned_free_bytes,
     )
+    return f"cause: {cause_text(context.cause, context.controller)}; ksmtuned (MB) {words}."

@@ -1,8 +1,10 @@
 """What is read at an edge of `run` to say who made it (model/edge_cause.py): ksmtuned's
 inputs as its script computes them, and which controllers' processes are running.
 
-Read only when `run` changed: one walk of the process table, ksmtuned.conf and the rss of
-the qemu processes.
+Read only when `run` changed: one walk of the process table, the running ksmtuned's
+script (how it counts committed memory), ksmtuned.conf and the memory of the guests it
+counts. Its rule unrecognised, or its configuration changed since it started: its inputs
+are not known, and the edge's cause is unknown (ksmtuned.py, ksmtuned_rule.py).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from ksm_exporter.model.edge_cause import (
     ProcessesSeen,
     explain_edge,
 )
-from ksm_exporter.readers.ksmtuned import KSMTUNED_NAME, committed_kb, free_kb, threshold_kb
+from ksm_exporter.readers.ksmtuned import committed_kb, config_changed, free_kb, threshold_kb
 from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
+from ksm_exporter.readers.ksmtuned_rule import KsmtunedProcess, find_ksmtuned, ksmtuned_rule
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.readers.processes import ProcessNames, read_process_names
 
@@ -33,13 +36,14 @@ EdgeExplainer = Callable[[int, MemInfo | None], EdgeContext]
 INIT_PID = 1
 
 
-def processes_seen(names: ProcessNames) -> ProcessesSeen:
+def processes_seen(names: ProcessNames, ksmtuned: KsmtunedProcess | None) -> ProcessesSeen:
+    """`ksmtuned`: its live process (find_ksmtuned), None when none is alive."""
     if names.error is not None or INIT_PID not in names.names:
         return ProcessesSeen(visible=False)
     running = set(names.names.values())
     return ProcessesSeen(
         visible=True,
-        ksmtuned_running=KSMTUNED_NAME in running,
+        ksmtuned_running=ksmtuned is not None,
         controllers=tuple(c for name, c in CONTROLLER_PROCESSES.items() if name in running),
     )
 
@@ -54,20 +58,44 @@ def read_edge_config(path: Path) -> KsmtunedConfig | None:
     return None if found is None else found[0]
 
 
+def running_committed_kb(
+    procfs: Path,
+    names: ProcessNames,
+    process: KsmtunedProcess,
+    config: KsmtunedConfig | None,
+    page_size: int,
+) -> int | None:
+    """Committed memory by the rule of the running ksmtuned's script; None when its script
+    is not recognised (no other script's rule stands in) or a PSS cannot be read."""
+    rule = ksmtuned_rule(procfs, process).rule
+    if rule is None:
+        return None
+    metric = config.KSM_PS_METRIC if config is not None else "pss"
+    try:
+        return committed_kb(procfs, names, page_size, rule, metric)
+    except OSError:
+        return None
+
+
 def ksmtuned_figures(
     procfs: Path,
     names: ProcessNames,
-    seen: ProcessesSeen,
+    process: KsmtunedProcess | None,
     config: KsmtunedConfig | None,
     memory: MemInfo | None,
     page_size: int,
 ) -> KsmtunedFigures:
+    """`process`: the live ksmtuned; None when none runs (or the table is hidden): no
+    script, so no committed memory (and its decision does not matter, or is not known)."""
     total = None if memory is None else memory.total // KIB
     return KsmtunedFigures(
         total_kb=total,
         threshold_kb=None if total is None or config is None else threshold_kb(total, config),
-        # The rss of hidden qemu processes cannot be summed: no figure rather than a low one.
-        committed_kb=committed_kb(procfs, names, page_size) if seen.visible else None,
+        committed_kb=(
+            None
+            if process is None
+            else running_committed_kb(procfs, names, process, config, page_size)
+        ),
         free_kb=None if memory is None else free_kb(memory),
     )
 
@@ -75,12 +103,17 @@ def ksmtuned_figures(
 def edge_context(
     procfs: Path, ksmtuned_config: Path, page_size: int, run: int, memory: MemInfo | None
 ) -> EdgeContext:
-    """Who made the edge into `run`, from the process table, ksmtuned.conf and `memory`
-    (meminfo as read at the edge; None when it could not be read)."""
+    """Who made the edge into `run`, from the process table, the running ksmtuned's script,
+    ksmtuned.conf and `memory` (meminfo as read at the edge; None when it could not be
+    read)."""
     names = read_process_names(procfs)
-    seen = processes_seen(names)
+    visible = names.error is None and INIT_PID in names.names
+    process = find_ksmtuned(procfs, names) if visible else None
+    seen = processes_seen(names, process)
     config = read_edge_config(ksmtuned_config)
-    figures = ksmtuned_figures(procfs, names, seen, config, memory, page_size)
+    if process is not None and config_changed(ksmtuned_config, procfs, process):
+        config = None  # ksmtuned runs with the text it read at its start: not known
+    figures = ksmtuned_figures(procfs, names, process, config, memory, page_size)
     return explain_edge(run, figures, seen)
 
 

@@ -3,8 +3,7 @@
 Every KSM_MONITOR_INTERVAL seconds ksmtuned (a bash script) does, in kB:
 
     thres = MemTotal * KSM_THRES_COEF / 100, at least KSM_THRES_CONST
-    committed = sum of `ps -o rsz=` over `pgrep '^qemu(-(kvm|system-.+)|:.{1,11})$'`
-                (Fedora, RHEL, Debian), or of `ps -C kvm -o $KSM_PS_METRIC` (Proxmox VE)
+    committed = the memory of the guests, counted as its own script counts it
     free = MemFree + Buffers + Cached
     if committed + thres < MemTotal and free > thres: stop KSM (echo 0 > run)
     else: start KSM (echo 1 > run), boosting pages_to_scan while free < thres
@@ -12,40 +11,58 @@ Every KSM_MONITOR_INTERVAL seconds ksmtuned (a bash script) does, in kB:
 so KSM flaps on and off when free memory hovers around the threshold. The same integer
 arithmetic is done here, in kB, and exported in bytes.
 
-Proxmox VE's ksmtuned (package ksm-control-daemon, github.com/proxmox/ksm-control-daemon)
-patches the script: debian/patches/ksmtuned.diff makes committed_memory() count
-`ps -C kvm` (qemu-server's guests are named kvm) instead of qemu-kvm, and
-use-pss-instead-of-rsz.diff sums `ps -o $KSM_PS_METRIC`, pss unless ksmtuned.conf says
-otherwise. A node runs one platform, so both counts are made and added: the qemu-named
-processes as Fedora's ksmtuned counts them, the kvm-named as Proxmox VE's does.
+How committed is counted differs between distributions (tests/fixtures/ksmtuned/ holds
+their real scripts): Fedora sums `ps -o rsz=` over `pgrep '^qemu(-(kvm|system-.+)|
+:.{1,11})$'` (process names), Debian over `pgrep -f '^qemu-system.*-enable-kvm'` (whole
+command lines: a guest started by libvirt, `/usr/bin/qemu-system-x86_64 ... -accel kvm`,
+counts for nothing), Proxmox VE sums `ps -C kvm -o $KSM_PS_METRIC` (pss by default). The
+rule applied is the one of the script the running ksmtuned runs (ksmtuned_rule.py); none
+when it runs a script of another shape, and none when no ksmtuned runs.
+
+ksmtuned reads ksmtuned.conf and MemTotal once, when it starts: a configuration file
+changed since then is not the one in force (config_changed), and ksmtuned's threshold is
+then not known. (A change of MemTotal since its start, by memory hotplug, cannot be seen.)
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from ksm_exporter.model.derived import KIB
 from ksm_exporter.model.edge_cause import ksmtuned_would_run
 from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig
+from ksm_exporter.readers.ksmtuned_rule import (
+    BY_CMDLINE,
+    BY_EXACT_NAME,
+    KSMTUNED_NAME,
+    RSZ,
+    CommittedRule,
+    KsmtunedProcess,
+)
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.readers.processes import (
     ProcessNames,
+    read_cmdline,
     read_pss_kb,
     read_rss_pages,
     read_vsz_pages,
 )
 from ksm_exporter.readers.vm_processes import QEMU_PATTERN
 
-# ksmtuned counts the processes its pgrep finds, whatever --collector.process.pattern says.
-KSMTUNED_QEMU = re.compile(QEMU_PATTERN)
+__all__ = ["KSMTUNED_NAME"]
 
-# Proxmox VE's ksmtuned: `ps -C kvm`, an exact match of the process name.
+# The names a ksmtuned may count (Fedora's pgrep, Proxmox VE's ps -C kvm): the process
+# name cache checks these at every scrape.
+KSMTUNED_QEMU = re.compile(QEMU_PATTERN)
 PROXMOX_QEMU_NAME = "kvm"
 
-# ksmtuned runs as a script, so its process name is the script's file name.
-KSMTUNED_NAME = "ksmtuned"
+# pid -> its command line as pgrep -f matches it (None: empty, a zombie or kernel thread).
+CmdlineOf = Callable[[int], Optional[str]]
 
 
 def shell_divide(a: int, b: int) -> int:
@@ -72,20 +89,45 @@ def process_kb(procfs: Path, pid: int, ps_metric: str, page_size: int) -> int:
     return read_rss_pages(procfs, pid) * (page_size // KIB)
 
 
-def committed_kb(procfs: Path, names: ProcessNames, page_size: int, ps_metric: str = "pss") -> int:
-    """The memory of the processes ksmtuned counts as qemu, in kB as ps prints it: the
-    resident size of the qemu-named ones, `ps_metric` (KSM_PS_METRIC) of those named kvm.
-    One that exits meanwhile counts for nothing, as with ps. Raises OSError when a kvm
-    process's PSS could not be read (smaps_rollup takes ptrace read access: root, or the
-    process's own user): the sum would be short of what ksmtuned, as root, sees."""
+def pgrep_f_text(procfs: Path, pid: int) -> str | None:
+    """The command line as `pgrep -f` matches it: the arguments joined by spaces; None when
+    there is none (a zombie, a kernel thread: never a qemu with -enable-kvm) or it exited."""
+    try:
+        argv = read_cmdline(procfs, pid)
+    except OSError:
+        return None
+    return " ".join(argv) if argv else None
+
+
+def selected(
+    procfs: Path, names: ProcessNames, rule: CommittedRule, cmdline_of: CmdlineOf | None = None
+) -> list[int]:
+    """The pids the rule's pgrep or ps -C picks."""
+    if rule.select == BY_EXACT_NAME:
+        return [pid for pid, name in names.names.items() if name == rule.pattern]
+    regex = rule.regex()
+    if rule.select == BY_CMDLINE:
+        of = cmdline_of or (lambda pid: pgrep_f_text(procfs, pid))
+        return [pid for pid in names.names if (text := of(pid)) is not None and regex.search(text)]
+    return [pid for pid, name in names.names.items() if regex.search(name)]
+
+
+def committed_kb(
+    procfs: Path,
+    names: ProcessNames,
+    page_size: int,
+    rule: CommittedRule,
+    ps_metric: str = "pss",
+    cmdline_of: CmdlineOf | None = None,
+) -> int:
+    """The memory of the processes `rule` counts, in kB as ps prints it: `ps -o rsz=`, or
+    `ps_metric` (KSM_PS_METRIC) for Proxmox VE's rule. One that exits meanwhile counts
+    for nothing, as with ps. Raises OSError when a PSS could not be read (smaps_rollup
+    takes ptrace read access: root, or the process's own user): the sum would be short of
+    what ksmtuned, as root, sees."""
+    metric = RSZ if rule.metric == RSZ else ps_metric
     total = 0
-    for pid, name in names.names.items():
-        if KSMTUNED_QEMU.search(name):
-            metric = "rsz"
-        elif name == PROXMOX_QEMU_NAME:
-            metric = ps_metric
-        else:
-            continue
+    for pid in selected(procfs, names, rule, cmdline_of):
         try:
             total += process_kb(procfs, pid, metric, page_size)
         except (FileNotFoundError, ProcessLookupError, ValueError):
@@ -97,8 +139,41 @@ def committed_kb(procfs: Path, names: ProcessNames, page_size: int, ps_metric: s
     return total
 
 
-def ksmtuned_alive(names: ProcessNames) -> bool:
-    return KSMTUNED_NAME in names.names.values()
+def boot_time(procfs: Path) -> int | None:
+    """btime of <procfs>/stat: when the machine booted, in whole seconds since the epoch."""
+    try:
+        text = (procfs / "stat").read_text()
+    except (OSError, ValueError):
+        return None
+    for line in text.splitlines():
+        if line.startswith("btime "):
+            value = line.split()[1]
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def config_changed(config_file: Path, procfs: Path, process: KsmtunedProcess) -> bool | None:
+    """Whether the configuration file was modified after ksmtuned started (it read the
+    file at its start, so it runs with an earlier text); None when that cannot be told
+    (no start time or boot time, no file). btime is truncated to the second: only a
+    modification more than a second after the start counts, so a file written just
+    before ksmtuned was (re)started never does."""
+    boot = boot_time(procfs)
+    if boot is None or process.start_ticks is None:
+        return None
+    try:
+        modified = os.stat(config_file).st_mtime
+    except OSError:
+        return None
+    started = boot + process.start_ticks / os.sysconf("SC_CLK_TCK")
+    return modified > started + 1
+
+
+def changed_message(config_file: Path, process: KsmtunedProcess) -> str:
+    return (
+        f"{config_file} changed since ksmtuned started (pid {process.pid}); "
+        "restart ksmtuned to apply it"
+    )
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,13 @@ class ProcStat:
     flags: int
     utime_ticks: int  # user CPU time in clock ticks (sysconf SC_CLK_TCK)
     stime_ticks: int  # system CPU time in clock ticks
+    state: str = "R"  # R, S, D ... Z (zombie), X (dead)
+    start_ticks: int | None = None  # when it started, in clock ticks after boot
+
+    @property
+    def alive(self) -> bool:
+        """Neither a zombie (exited, not yet reaped) nor dead."""
+        return self.state not in ("Z", "X")
 
     @property
     def kernel_thread(self) -> bool:
@@ -148,12 +155,14 @@ def parse_stat(text: str) -> ProcStat:
     rest = text[close_paren + 1 :].split()
     if len(rest) < 13:
         raise ValueError(f"stat: {len(rest) + 2} fields, expected at least 15")
-    # rest[0] is field 3 (state): flags is field 9, utime 14, stime 15.
+    # rest[0] is field 3 (state): flags is field 9, utime 14, stime 15, starttime 22.
     return ProcStat(
         comm=text[open_paren + 1 : close_paren],
         flags=parse_kernel_int(rest[6], "stat: flags"),
         utime_ticks=parse_kernel_int(rest[11], "stat: utime"),
         stime_ticks=parse_kernel_int(rest[12], "stat: stime"),
+        state=rest[0],
+        start_ticks=parse_kernel_int(rest[19], "stat: starttime") if len(rest) > 19 else None,
     )
 
 

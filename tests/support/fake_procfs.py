@@ -85,14 +85,18 @@ def write_ksmtuned_node(
     free_kb: int,
     qemu_rss_kb: Sequence[int],
     ksmtuned: bool = True,
+    ksmtuned_script: str | None = "fedora",
+    ksmtuned_state: str = "S",
     controllers: Sequence[str] = (),
     init: bool = True,
     page_size: int = 4096,
 ) -> Path:
     """A compute node as ksmtuned sees it: meminfo, systemd as pid 1 (absent with
     init=False: what hidepid=2 shows an unprivileged reader), a ksmtuned process (the bash
-    script, named after it), qemu-kvm processes with the given rss, and the named
-    controllers' processes (momd, virt-handler)."""
+    script, named after it, in state `ksmtuned_state`, running the real script of the
+    distribution `ksmtuned_script`: tests/fixtures/ksmtuned/NAME-ksmtuned, None for no
+    script), qemu-kvm processes with the given rss, and the named controllers' processes
+    (momd, virt-handler)."""
     proc.mkdir(parents=True, exist_ok=True)
     write_meminfo(proc, total_kb, free_kb)
     if init:
@@ -103,8 +107,11 @@ def write_ksmtuned_node(
             KSMTUNED_PID,
             "ksmtuned",
             cmdline=["/bin/bash", "/usr/sbin/ksmtuned"],
+            state=ksmtuned_state,
             rss_pages=900,
         )
+        if ksmtuned_script is not None:
+            write_ksmtuned_script(proc, KSMTUNED_PID, ksmtuned_script)
     for name in controllers:
         write_process(proc, CONTROLLER_PIDS[name], name, cmdline=[name], rss_pages=9000)
     for i, rss_kb in enumerate(qemu_rss_kb):
@@ -116,6 +123,18 @@ def write_ksmtuned_node(
             rss_pages=rss_kb * 1024 // page_size,
         )
     return proc
+
+
+KSMTUNED_SCRIPTS = Path(__file__).parent.parent / "fixtures" / "ksmtuned"
+
+
+def write_ksmtuned_script(proc: Path, pid: int, variant: str) -> Path:
+    """/usr/sbin/ksmtuned as process `pid` sees it (/proc/PID/root): the real script of
+    `variant` (debian, fedora, proxmox: tests/fixtures/ksmtuned/)."""
+    path = proc / str(pid) / "root" / "usr" / "sbin" / "ksmtuned"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes((KSMTUNED_SCRIPTS / f"{variant}-ksmtuned").read_bytes())
+    return path
 
 
 def ksm_stat_6_18(rmap_items: int, zero_pages: int, merging_pages: int, page_size: int) -> str:
@@ -142,7 +161,8 @@ OTHER_NAMES = (
 
 def write_compute_node(root: Path, processes: int, vms: int, page_size: int = 4096) -> Path:
     """A procfs of `processes` processes, `vms` of them qemu (libvirt's command line, 6.18's
-    ksm_stat; VM number k has 1000*(k+1) merging pages and 8 GiB resident), plus ksmd.
+    ksm_stat; VM number k has 1000*(k+1) merging pages and 8 GiB resident), plus ksmd and
+    Fedora's ksmtuned.
     The others get only the comm file: a scrape reads nothing else of them."""
     proc = root / "proc"
     proc.mkdir(parents=True)
@@ -168,6 +188,9 @@ def write_compute_node(root: Path, processes: int, vms: int, page_size: int = 40
                 ksm_stat=ksm_stat_6_18(2 * 262144, 0, 1000 * (vm + 1), page_size),
             )
             vm += 1
+        elif i == 1:  # Fedora's ksmtuned, whose rule counts the qemu-kvm processes
+            write_process(proc, pid, "ksmtuned", cmdline=["/bin/bash", "/usr/sbin/ksmtuned"])
+            write_ksmtuned_script(proc, pid, "fedora")
         else:
             (proc / str(pid)).mkdir()
             (proc / str(pid) / "comm").write_text(OTHER_NAMES[i % len(OTHER_NAMES)] + "\n")

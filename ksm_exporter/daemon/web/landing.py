@@ -9,7 +9,7 @@ from html import escape
 
 from ksm_exporter import __version__
 from ksm_exporter.model.derived import mebibytes, page_size, run_state, saved_bytes, sharing_ratio
-from ksm_exporter.model.edge_cause import cause_text, free_vs_threshold
+from ksm_exporter.model.edge_cause import cause_text, edge_rule_text
 from ksm_exporter.model.qemu import present_identifiers
 from ksm_exporter.readers.vm_processes import VmProcess
 from ksm_exporter.state.snapshot import Snapshot
@@ -111,7 +111,7 @@ def render_landing(
         f"<td class=l>{escape(t.to_state.value)}</td>"
         f"<td>{_mb(t.mem_used_bytes)}</td><td>{_mb(t.mem_free_bytes)}</td>"
         f"<td>{_mb(t.mem_available_bytes)}</td>"
-        f"<td>{escape(free_vs_threshold(t.ksmtuned_free_bytes, t.ksmtuned_threshold_bytes))}</td>"
+        f"<td class=l>{escape(edge_rule_text(t))}</td>"
         f"<td class=l>{escape(cause_text(t.cause, t.controller))}</td>"
         "</tr>"
         for t in reversed(state.history)
@@ -129,6 +129,7 @@ def render_landing(
         f"<h2>KSM now</h2><table>{rows}</table>{vms}"
         "<h2>Latest transitions</h2><table><tr><th class=l>Time</th><th class=l>From</th>"
         "<th class=l>To</th><th>Used MB</th><th>Free MB</th><th>Available MB</th>"
-        "<th>ksmtuned free / threshold MB</th><th class=l>Cause</th></tr>"
+        "<th class=l>ksmtuned's rule (MB): it stops KSM when committed + threshold &lt; total "
+        "and free &gt; threshold</th><th class=l>Cause</th></tr>"
         f"{edges}</table></body></html>"
     )

@@ -222,7 +222,9 @@ def watch_explain_a_stop_and_a_start(root: Path, tmp_path: Path, exit_within: fl
 
 def test_watch_explain_appends_the_cause_and_ksmtuned_figures(tmp_path: Path) -> None:
     root = ksmtuned_node(tmp_path)
-    figures = "ksmtuned free 2048 MB < threshold 6553 MB, committed 28672 MB."
+    figures = (
+        "ksmtuned (MB) committed 28672 + threshold 6553 > total 32768, free 2048 < threshold 6553."
+    )
     running, stopped, started = watch_explain_a_stop_and_a_start(root, tmp_path, exit_within=5)
     # The script's line, byte for byte, then the explanation.
     assert all(WATCH_LINE.match(line.split(" cause: ")[0]) for line in (running, stopped))
@@ -264,18 +266,12 @@ def test_transitions_from_a_running_exporter(tmp_path: Path) -> None:
         )
         r = run_cli("transitions", f"--url=http://127.0.0.1:{exporter.port}")
     assert r.returncode == 0 and r.stderr == "", r.stderr
-    _header, row, _blank, starts = r.stdout.splitlines()
-    assert row.split()[2:] == [
-        "stopped",
-        "->",
-        "running",
-        "25743",
-        "6318",
-        "9590",  # MemFree + Buffers + Cached
-        "vs",
-        "?",
-        "unknown",
-    ]
+    _header, row, _blank, starts, _rule = r.stdout.splitlines()
+    # 9590: MemFree + Buffers + Cached
+    assert row.split(maxsplit=2)[2] == (
+        "stopped -> running    25743     6318  committed ? + threshold ? vs total 32061, "
+        "free 9590 vs threshold ?  unknown"
+    )
     # This /proc has no pid 1 (as when hidden) and there is no ksmtuned.conf: unknown.
     assert starts == (
         "starts (-> running): 1 (unknown 1); free memory min 6318 MB, median 6318 MB, max 6318 MB"

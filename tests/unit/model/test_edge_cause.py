@@ -155,11 +155,14 @@ def test_ksmtuned_starts_and_stops_ksm_as_memory_crosses_its_threshold(tmp_path:
         (RunState.STOPPED, Cause.KSMTUNED): 1,
         (RunState.RUNNING, Cause.OTHER): 1,
     }
-    # The landing page's table: ksmtuned's free memory against its threshold, the cause.
+    # The landing page's table: ksmtuned's rule on its inputs, in its words, and the cause.
     page = render_landing(monitor.poll(), monitor.tracker_state(), "/metrics")
-    assert "<td>5529 &lt; 6553</td><td class=l>ksmtuned</td>" in page
-    assert "<td>7577 &gt; 6553</td><td class=l>ksmtuned</td>" in page
-    assert "<td>7577 &gt; 6553</td><td class=l>other</td>" in page
+    rule = "committed {} + threshold 6553 {} total 32768, free {} threshold 6553"
+    start = rule.format(28672, "&gt;", "5529 &lt;")
+    stop = rule.format(20480, "&lt;", "7577 &gt;")
+    assert f"<td class=l>{start}</td><td class=l>ksmtuned</td>" in page
+    assert f"<td class=l>{stop}</td><td class=l>ksmtuned</td>" in page
+    assert f"<td class=l>{stop}</td><td class=l>other</td>" in page
 
 
 def test_an_edge_while_ksmtuned_is_absent_is_other_and_names_the_controller(
@@ -232,6 +235,54 @@ def test_no_ksmtuned_configuration_leaves_the_threshold_out(tmp_path: Path) -> N
     assert context.ksmtuned_threshold_bytes is None
     assert context.ksmtuned_free_bytes == THRES_KB // 2 * KIB
     assert edge_context(root / "proc", STOCK_CONF, PAGE, 1, memory).cause is Cause.KSMTUNED
+
+
+LOW_DEBIAN = {"total_kb": TOTAL_KB, "free_kb": THRES_KB // 2, "qemu_rss_kb": [24 * GIB_KB]}
+
+
+def test_each_ksmtuned_counts_committed_by_its_own_script(tmp_path: Path) -> None:
+    # libvirt's qemu-kvm guests (/usr/libexec/qemu-kvm -name guest=...): Fedora's pgrep
+    # finds them by name; Debian's pgrep -f does not (no qemu-system ... -enable-kvm),
+    # so with plenty of free memory Debian's ksmtuned stops KSM: a start is someone else's.
+    plenty = {"total_kb": TOTAL_KB, "free_kb": THRES_KB * 2, "qemu_rss_kb": [28 * GIB_KB]}
+    root, monitor = node(tmp_path / "fedora", **plenty)
+    t = edge(root, monitor, 1)  # 28 GiB + the threshold > 32 GiB: Fedora's keeps it running
+    assert (t.cause, t.ksmtuned_committed_bytes) == (Cause.KSMTUNED, 28 * GIB_KB * KIB)
+    root, monitor = node(tmp_path / "debian", ksmtuned_script="debian", **plenty)
+    t = edge(root, monitor, 1)
+    assert (t.cause, t.ksmtuned_committed_bytes) == (Cause.OTHER, 0)
+    assert edge(root, monitor, 0).cause is Cause.KSMTUNED
+
+
+def test_an_unrecognised_script_gives_unknown_never_another_rule(tmp_path: Path) -> None:
+    root, monitor = node(tmp_path, **LOW_DEBIAN)
+    script = root / "proc" / "900" / "root" / "usr" / "sbin" / "ksmtuned"
+    script.write_text(script.read_text().replace("-o rsz=", "-o vsz="))
+    t = edge(root, monitor, 1)
+    assert (t.cause, t.ksmtuned_committed_bytes) == (Cause.UNKNOWN, None)
+    assert t.ksmtuned_threshold_bytes == THRES_KB * KIB  # the rest is still observed
+
+
+def test_a_zombie_ksmtuned_is_not_running(tmp_path: Path) -> None:
+    # Killed and not yet reaped: it will never write run again; a stop now is another's.
+    root, monitor = node(tmp_path, ksmtuned_state="Z", **LOW_DEBIAN)
+    assert edge(root, monitor, 1).cause is Cause.OTHER
+
+
+def test_configuration_changed_since_ksmtuned_started_gives_unknown(tmp_path: Path) -> None:
+    hz = os.sysconf("SC_CLK_TCK")
+    proc = write_ksmtuned_node(tmp_path / "proc", page_size=PAGE, **LOW_DEBIAN)  # type: ignore[arg-type]
+    (proc / "stat").write_text("cpu  1 2 3 4\nbtime 1700000000\n")
+    started = 1700000000 + 100 / hz  # fake_procfs's starttime: 100 ticks after boot
+    conf = tmp_path / "ksmtuned.conf"
+    shutil.copy(STOCK_CONF, conf)
+    memory = read_meminfo(proc)
+    os.utime(conf, (started - 60, started - 60))  # written before it started: in force
+    assert edge_context(proc, conf, PAGE, 1, memory).cause is Cause.KSMTUNED
+    os.utime(conf, (started + 60, started + 60))  # edited since: not what it runs with
+    context = edge_context(proc, conf, PAGE, 1, memory)
+    assert (context.cause, context.ksmtuned_threshold_bytes) == (Cause.UNKNOWN, None)
+    assert context.ksmtuned_committed_bytes == 24 * GIB_KB * KIB
 
 
 # --- the KSM test report's log, replayed ----------------------------------------------------
@@ -341,17 +392,22 @@ def test_transitions_command_answers_the_reports_question(
     assert main(["transitions", f"--state.file={state.path}"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == [
-        "time", "change", "used", "MB", "free", "MB", "ksmtuned", "free/threshold", "MB", "cause"
+        "time", "change", "used", "MB", "free", "MB", "ksmtuned's", "rule", "(MB)", "cause"
     ]  # fmt: skip
-    assert out[3].split() == [
-        "2014-07-01", "18:10:18", "stopped", "->", "running", "25742", "6315",
-        "6315", "<", "6411", "ksmtuned",
+    # Committed beside free and threshold, in the rule's words: each cause checks by eye.
+    assert out[3].split(maxsplit=6)[2:] == [
+        "stopped", "->", "running", "25742", "6315  committed 25742 + threshold 6411 > total "
+        "32057, free 6315 < threshold 6411   ksmtuned",
     ]  # fmt: skip
-    assert out[-2:] == [
+    assert out[-3:] == [
         "starts (-> running): 7 (ksmtuned 5, other 2); "
-        "free memory min 2847 MB, median 6038 MB, max 23273 MB",
+        "free memory min 2847 MB, median 6038 MB, max 23273 MB; "
+        "ksmtuned committed min 8783 MB, median 26019 MB, max 29210 MB, threshold 6411 MB",
         "stops (-> stopped): 7 (ksmtuned 6, other 1); "
-        "free memory min 6166 MB, median 10944 MB, max 26521 MB",
+        "free memory min 6166 MB, median 10944 MB, max 26521 MB; "
+        "ksmtuned committed min 5536 MB, median 21113 MB, max 25890 MB, threshold 6411 MB",
+        "ksmtuned stops KSM when committed + threshold < total and free > threshold, "
+        "and starts it otherwise.",
     ]
     assert main(["transitions", f"--state.file={state.path}", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
