@@ -183,6 +183,9 @@ class KsmtunedCollector:
             committed = committed_kb(ctx.procfs, names, self.page_size, rule, ps_metric, texts.get)
             self.read_errors.scrape_read({SMAPS_ROLLUP}, {})
             return committed
+        except ValueError as e:  # a sum past 2^64 bytes: some process's file lied
+            missing.append(f"committed memory: {e}")
+            return None
         except OSError as e:  # a kvm process's PSS: the sum would be short
             self.read_errors.scrape_read({SMAPS_ROLLUP}, {SMAPS_ROLLUP: describe_error(e)})
             missing.append(f"committed memory: {describe_error(e)}")

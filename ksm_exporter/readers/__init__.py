@@ -14,6 +14,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+# The kernel's ranges, re-exported for the readers (model/numbers.py: the one rule).
+from ksm_exporter.model.numbers import S64_MAX as S64_MAX
+from ksm_exporter.model.numbers import S64_MIN as S64_MIN
+from ksm_exporter.model.numbers import U64_MAX as U64_MAX
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -46,8 +51,6 @@ def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
 # signed). A number outside those ranges is corruption, not data: rejected at parse time,
 # so no value can reach prometheus-client's float() (which raises OverflowError past 1e308
 # and would fail the whole scrape) or lose its meaning by rounding to infinity.
-U64_MAX = 2**64 - 1
-S64_MIN, S64_MAX = -(2**63), 2**63 - 1
 
 
 def parse_kernel_int(text: str | bytes, what: str = "", signed: bool = False) -> int:

@@ -66,14 +66,15 @@ def running_committed_kb(
     page_size: int,
 ) -> int | None:
     """Committed memory by the rule of the running ksmtuned's script; None when its script
-    is not recognised (no other script's rule stands in) or a PSS cannot be read."""
+    is not recognised (no other script's rule stands in), a PSS cannot be read, or the sum
+    passes 2^64 bytes (a file lied)."""
     rule = ksmtuned_rule(procfs, process).rule
     if rule is None:
         return None
     metric = config.KSM_PS_METRIC if config is not None else "pss"
     try:
         return committed_kb(procfs, names, page_size, rule, metric)
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 

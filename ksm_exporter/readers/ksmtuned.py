@@ -35,6 +35,7 @@ from typing import Optional
 
 from ksm_exporter.model.derived import KIB
 from ksm_exporter.model.edge_cause import ksmtuned_would_run
+from ksm_exporter.model.numbers import U64_MAX
 from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig
 from ksm_exporter.readers.ksmtuned_rule import (
     BY_CMDLINE,
@@ -64,6 +65,15 @@ PROXMOX_QEMU_NAME = "kvm"
 # pid -> its command line as pgrep -f matches it (None: empty, a zombie or kernel thread).
 CmdlineOf = Callable[[int], Optional[str]]
 
+# The most committed memory there can be: 2^64 bytes (the readers' figures are u64 each).
+COMMITTED_MAX_KB = U64_MAX // KIB
+
+
+def shell_integer(n: int) -> int:
+    """bash's arithmetic is intmax_t: a result past 64 bits wraps around, as it does in the
+    ksmtuned script (`$[total * KSM_THRES_COEF / 100]` with a huge COEF goes negative)."""
+    return (n + 2**63) % 2**64 - 2**63
+
 
 def shell_divide(a: int, b: int) -> int:
     """bash's $[a / b]: C division, rounding toward zero (Python's // rounds down)."""
@@ -72,7 +82,10 @@ def shell_divide(a: int, b: int) -> int:
 
 
 def threshold_kb(total_kb: int, config: KsmtunedConfig) -> int:
-    thres = shell_divide(total_kb * config.KSM_THRES_COEF, 100)
+    """`thres=$[total * KSM_THRES_COEF / 100]`, then KSM_THRES_CONST if that is greater:
+    within bash's signed 64 bits whatever ksmtuned.conf holds (its reader keeps each
+    setting in that range)."""
+    thres = shell_divide(shell_integer(total_kb * config.KSM_THRES_COEF), 100)
     return max(thres, config.KSM_THRES_CONST)
 
 
@@ -124,7 +137,8 @@ def committed_kb(
     `ps_metric` (KSM_PS_METRIC) for Proxmox VE's rule. One that exits meanwhile counts
     for nothing, as with ps. Raises OSError when a PSS could not be read (smaps_rollup
     takes ptrace read access: root, or the process's own user): the sum would be short of
-    what ksmtuned, as root, sees."""
+    what ksmtuned, as root, sees. Raises ValueError when the sum passes 2^64 bytes: no
+    machine's, so a file lied."""
     metric = RSZ if rule.metric == RSZ else ps_metric
     total = 0
     for pid in selected(procfs, names, rule, cmdline_of):
@@ -136,6 +150,8 @@ def committed_kb(
             if metric != "pss":
                 continue  # statm is readable by all: it only fails for a process gone
             raise OSError(e.errno, f"{e.strerror} ({procfs}/{pid}/smaps_rollup)") from e
+    if total > COMMITTED_MAX_KB:
+        raise ValueError("the qemu processes' memory adds up past 2^64 bytes")
     return total
 
 

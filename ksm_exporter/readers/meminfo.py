@@ -63,6 +63,8 @@ def parse_meminfo(text: str) -> MemInfo:
         found[attr] = n
     if "total" not in found or "free" not in found:
         raise ValueError("MemTotal or MemFree missing")
+    if found["free"] > found["total"]:  # no kernel's: used (MemTotal - MemFree) is >= 0
+        raise ValueError("MemFree larger than MemTotal")
     return MemInfo(**found)
 
 

@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from ksm_exporter.model import bounded_json
 from ksm_exporter.readers import open_regular_file
 from ksm_exporter.state.transitions import Transition
 
@@ -182,8 +183,8 @@ def parse_lines(data: bytes) -> tuple[list[Transition], Counter[str]]:
             dropped["not UTF-8"] += 1
             continue
         try:
-            value = json.loads(text)
-        except (ValueError, RecursionError):  # RecursionError: [[[[... nested too deep
+            value = bounded_json.loads(text)  # [[[[... nested too deep: not JSON either
+        except ValueError:
             dropped["not JSON"] += 1
             continue
         try:

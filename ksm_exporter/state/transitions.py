@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -10,27 +9,61 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from ksm_exporter.model.derived import RunState, run_state
+from ksm_exporter.model.derived import KIB, RunState, run_state
 from ksm_exporter.model.edge_cause import Cause, EdgeContext
+from ksm_exporter.model.numbers import (
+    S64_MAX,
+    S64_MIN,
+    U64_MAX,
+    OutOfRange,
+    bounded_float,
+    bounded_int,
+)
 from ksm_exporter.model.watch_format import watch_message
 from ksm_exporter.readers.meminfo import MemInfo
 
-# Bounds of a well-formed --state.file entry. Memory figures above 2^60 bytes (an exbibyte)
-# are no machine's; a time more than a day ahead of the clock was not written by this
-# clock (a day leaves room for a clock stepped back by NTP or a time zone mistake).
-MAX_BYTES = 2**60
+# The range of each figure of a --state.file entry: what the watcher can write from what
+# the readers accept (model/numbers.py applies them), so every edge saved loads again.
+# - meminfo's fields are u64 in bytes, MemFree at most MemTotal (readers/meminfo.py):
+MEMORY_BYTES = (0, U64_MAX)
+# - ksmtuned's free is MemFree + Buffers + Cached, three of them:
+KSMTUNED_FREE_BYTES = (0, 3 * U64_MAX)
+# - its threshold is bash's signed 64-bit arithmetic in kB (readers/ksmtuned.py), so a
+#   negative KSM_THRES_COEF or CONST gives a negative one, as ksmtuned computes it:
+KSMTUNED_THRESHOLD_BYTES = (S64_MIN * KIB, S64_MAX * KIB)
+# - its committed memory is refused past 2^64 bytes by the reader:
+KSMTUNED_COMMITTED_BYTES = (0, U64_MAX)
+BYTE_FIGURES = {
+    "mem_total_bytes": MEMORY_BYTES,
+    "mem_used_bytes": MEMORY_BYTES,
+    "mem_free_bytes": MEMORY_BYTES,
+    "mem_available_bytes": MEMORY_BYTES,
+    "ksmtuned_threshold_bytes": KSMTUNED_THRESHOLD_BYTES,
+    "ksmtuned_committed_bytes": KSMTUNED_COMMITTED_BYTES,
+    "ksmtuned_free_bytes": KSMTUNED_FREE_BYTES,
+}
+# `run` as the kernel prints it (%lu). A time more than a day ahead of the clock was not
+# written by this clock (a day leaves room for a clock stepped back by NTP or a time zone
+# mistake).
+RUN_MAX = U64_MAX
 FUTURE_MARGIN_SECONDS = 86400.0
+# The longest controller name an entry may hold (model/edge_cause.py's are short words).
+CONTROLLER_MAX_CHARS = 64
 
 
 class BadEntry(ValueError):
     """A --state.file entry that is not well-formed; the message says which field."""
 
 
-def _whole(value: object, key: str, low: int, high: int) -> int:
-    """An integer (not a bool, not a float) in [low, high], else BadEntry."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadEntry(f"{key}: not a whole number from {low} to {high}")
-    return value
+def _figure(d: dict[str, object], key: str) -> int | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    low, high = BYTE_FIGURES[key]
+    try:
+        return bounded_int(value, key, low, high)
+    except OutOfRange as e:
+        raise BadEntry(str(e)) from None
 
 
 def _state(value: object, key: str) -> RunState | None:
@@ -75,31 +108,30 @@ class Transition:
         Keys it does not know are ignored, so a file written by a newer version loads."""
         if not isinstance(d, dict):
             raise BadEntry("not a JSON object")
-        for key, value in d.items():  # generic: every byte figure, known or to come
-            if isinstance(key, str) and key.endswith("_bytes") and value is not None:
-                _whole(value, "a memory figure (*_bytes)", 0, MAX_BYTES)
-        timestamp = d.get("timestamp")
-        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
-            raise BadEntry("timestamp: not a number")
         latest = (time.time() if now is None else now) + FUTURE_MARGIN_SECONDS
-        if not (math.isfinite(timestamp) and 0 <= timestamp <= latest):
-            raise BadEntry("timestamp: not a finite time between 1970 and now")
-        run = _whole(d.get("run"), "run", 0, 2**32 - 1)  # the kernel's unsigned int
+        try:
+            timestamp = bounded_float(d.get("timestamp"), "timestamp", 0, latest)
+        except OutOfRange:  # said without `latest`, which changes from entry to entry
+            raise BadEntry("timestamp: not a finite time between 1970 and now") from None
+        try:
+            run = bounded_int(d.get("run"), "run", 0, RUN_MAX)
+        except OutOfRange as e:
+            raise BadEntry(str(e)) from None
         to_state = _state(d.get("to"), "to")
         if to_state is None or to_state is not run_state(run):
             raise BadEntry("to: not the state of run")
         return cls(
-            timestamp=float(timestamp),
+            timestamp=timestamp,
             from_state=_state(d.get("from"), "from"),
             to_state=to_state,
             run=run,
-            mem_total_bytes=d.get("mem_total_bytes"),  # type: ignore[arg-type]
-            mem_used_bytes=d.get("mem_used_bytes"),  # type: ignore[arg-type]
-            mem_free_bytes=d.get("mem_free_bytes"),  # type: ignore[arg-type]
-            mem_available_bytes=d.get("mem_available_bytes"),  # type: ignore[arg-type]
-            ksmtuned_threshold_bytes=d.get("ksmtuned_threshold_bytes"),  # type: ignore[arg-type]
-            ksmtuned_committed_bytes=d.get("ksmtuned_committed_bytes"),  # type: ignore[arg-type]
-            ksmtuned_free_bytes=d.get("ksmtuned_free_bytes"),  # type: ignore[arg-type]
+            mem_total_bytes=_figure(d, "mem_total_bytes"),
+            mem_used_bytes=_figure(d, "mem_used_bytes"),
+            mem_free_bytes=_figure(d, "mem_free_bytes"),
+            mem_available_bytes=_figure(d, "mem_available_bytes"),
+            ksmtuned_threshold_bytes=_figure(d, "ksmtuned_threshold_bytes"),
+            ksmtuned_committed_bytes=_figure(d, "ksmtuned_committed_bytes"),
+            ksmtuned_free_bytes=_figure(d, "ksmtuned_free_bytes"),
             cause=_cause(d.get("cause")),
             controller=_controller(d.get("controller")),
         )
@@ -146,7 +178,7 @@ def _cause(value: object) -> Cause:
 def _controller(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value.isprintable() or len(value) > 64:
+    if not isinstance(value, str) or not value.isprintable() or len(value) > CONTROLLER_MAX_CHARS:
         raise BadEntry("controller: not a short printable name")
     return value
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ksm_exporter.collectors.registry import process_name_cache
 from ksm_exporter.readers.ksmtuned import (
@@ -145,6 +149,33 @@ def test_threshold() -> None:
     assert threshold_kb(32831212, DEFAULTS) == 6566242  # 656624240 / 100, the rest dropped
     assert threshold_kb(8000, DEFAULTS) == 2048  # KSM_THRES_CONST is the floor
     assert threshold_kb(32831212, KsmtunedConfig(KSM_THRES_COEF=35)) == 11490924
+
+
+# ksmtuned's own lines (its script, as in the ksm-control-scripts of qemu-kvm and Proxmox
+# VE's ksm-control-daemon), run by the real bash: its 64-bit arithmetic wraps around.
+KSMTUNED_THRESHOLD = """thres=$[total * KSM_THRES_COEF / 100]
+if [ $KSM_THRES_CONST -gt $thres ]; then
+    thres=$KSM_THRES_CONST
+fi
+echo $thres"""
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash to compare with")
+@settings(max_examples=40, deadline=None)
+@given(
+    total=st.integers(0, 2**64 // 1024) | st.integers(0, 2**30),
+    coef=st.integers(-(2**63) + 1, 2**63 - 1) | st.integers(-200, 200),
+    const=st.integers(-(2**63) + 1, 2**63 - 1) | st.integers(-(2**24), 2**24),
+)
+def test_threshold_is_bashs_whatever_the_settings(total: int, coef: int, const: int) -> None:
+    """A huge or negative KSM_THRES_COEF or CONST gives the threshold ksmtuned computes
+    (so every edge's threshold stays within signed 64 bits of kB: state/transitions.py)."""
+    env = {"total": str(total), "KSM_THRES_COEF": str(coef), "KSM_THRES_CONST": str(const)}
+    bash = subprocess.run(
+        ["bash", "-c", KSMTUNED_THRESHOLD], env=env, capture_output=True, text=True, check=True
+    )
+    config = KsmtunedConfig(KSM_THRES_COEF=coef, KSM_THRES_CONST=const)
+    assert threshold_kb(total, config) == int(bash.stdout)
 
 
 def memory_kb(total: int, free: int, buffers: int = 0, cached: int = 0) -> MemInfo:

@@ -27,7 +27,13 @@ def test_seed_log_line_numbers() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "MemTotal: 1 kB\n", "MemTotal: x kB\nMemFree: 1 kB\n", "MemTotal: 1 MB\nMemFree: 1 kB"],
+    [
+        "",
+        "MemTotal: 1 kB\n",
+        "MemTotal: x kB\nMemFree: 1 kB\n",
+        "MemTotal: 1 MB\nMemFree: 1 kB",
+        "MemTotal: 1 kB\nMemFree: 2 kB\n",  # no kernel's: used would be negative
+    ],
 )
 def test_broken_meminfo_raises(text: str) -> None:
     with pytest.raises(ValueError):
