@@ -12,6 +12,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from ksm_exporter.model.derived import awk_number, mebibytes, page_size, saved_bytes, sharing_ratio
 from ksm_exporter.model.qemu import present_identifiers
+from ksm_exporter.model.terminal_text import NAME_COLUMN, shown
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.sysfs_ksm import KsmReading, read_ksm
@@ -58,9 +59,9 @@ def status_lines(reading: KsmReading, page_bytes: int) -> list[str]:
         rate = "?"
     lines = [f"KSM saved: {saved} MB", f"Sharing_Rate: {rate}", "-" * 33]
     rest = sorted(reading.raw.keys() - set(SCRIPT_FILES))
-    for file in (*SCRIPT_FILES, *rest):
+    for file in (*SCRIPT_FILES, *rest):  # names and values as sysfs gave them: escaped
         if file in reading.raw and file not in reading.errors:
-            lines.append(f"{script_label(file)}: {reading.raw[file]}")
+            lines.append(f"{shown(script_label(file))}: {shown(str(reading.raw[file]))}")
     return lines
 
 
@@ -93,14 +94,17 @@ def vm_json(p: VmProcess, page_bytes: int) -> dict[str, object]:
 
 
 def vm_lines(processes: Sequence[VmProcess], page_bytes: int) -> list[str]:
-    """A text table of the VMs, most merged first; the identifier columns any VM has."""
+    """A text table of the VMs, most merged first; the identifier columns any VM has. One
+    row per VM whatever its name holds: control, escape and bidi characters are shown
+    escaped, a long name is cut (--json has it exact)."""
     columns = present_identifiers([p.identity for p in processes])
     header = ["VM", *(c.upper() for c in columns), "PID", "MERGING_PAGES", "MERGED_MB"]
     rows = [header]
     for p in sorted(processes, key=lambda p: (-p.ksm.merging_pages, p.vm, p.pid)):
-        ids = [getattr(p.identity, c) or "-" for c in columns]
+        ids = [shown(getattr(p.identity, c), NAME_COLUMN) or "-" for c in columns]
         merged = mebibytes(p.ksm.merging_pages * page_bytes)
-        rows.append([p.vm, *ids, str(p.pid), str(p.ksm.merging_pages), str(merged)])
+        name = shown(p.vm, NAME_COLUMN)
+        rows.append([name, *ids, str(p.pid), str(p.ksm.merging_pages), str(merged)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
@@ -129,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     for file, why in sorted(reading.errors.items()):
-        print(f"ksm-exporter: skipped {paths.ksm_dir / file}: {why}", file=sys.stderr)
+        print(f"ksm-exporter: skipped {shown(f'{paths.ksm_dir / file}: {why}')}", file=sys.stderr)
     vms = answered_vms(paths)
     if vms is None:
         print(
@@ -140,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     elif vms.unreadable:
         print(
             f"ksm-exporter: could not read the KSM state of {vms.unreadable} VM processes "
-            f"(run as root or with CAP_DAC_READ_SEARCH): {vms.first_error}",
+            f"(run as root or with CAP_DAC_READ_SEARCH): {shown(str(vms.first_error))}",
             file=sys.stderr,
         )
     page_bytes = page_size()

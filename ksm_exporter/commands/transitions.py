@@ -14,23 +14,21 @@ import argparse
 import json
 import statistics
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ksm_exporter.commands.bounded_fetch import BadUrl, FetchError, fetch_json
 from ksm_exporter.model.derived import RunState, mebibytes
 from ksm_exporter.model.edge_cause import Cause, cause_text, edge_rule_text
+from ksm_exporter.model.terminal_text import shown
 from ksm_exporter.model.watch_format import local_time
 from ksm_exporter.readers import describe_error
-from ksm_exporter.state.state_file import parse_lines
+from ksm_exporter.state.state_file import NOT_READ, parse_lines, read_tail
 from ksm_exporter.state.transitions import Transition
 
 PROG = "ksm-exporter transitions"
-TIMEOUT_SECONDS = 10.0
 
 # How each direction is named in the summary.
 DIRECTIONS = {
@@ -53,27 +51,11 @@ def transitions_url(url: str) -> str:
 def from_url(url: str) -> tuple[list[Transition], list[str]]:
     """The history a running exporter serves, and `entry N: why` for each bad entry."""
     try:
-        scheme = urllib.parse.urlsplit(url).scheme
-    except ValueError as e:  # `http://[::1`
+        entries = fetch_json(url)
+    except BadUrl as e:
         raise SourceError(f"--url {url}: {e}") from None
-    if scheme not in ("http", "https"):
-        raise SourceError(f"--url {url}: not an http:// or https:// URL")
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
-            body = response.read()
-    except urllib.error.HTTPError as e:
-        raise SourceError(f"cannot read {url}: HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        reason = e.reason if isinstance(e.reason, str) else describe_error(e.reason)
-        raise SourceError(f"cannot read {url}: {reason}") from None
-    except OSError as e:  # a timeout or reset while reading the body
-        raise SourceError(f"cannot read {url}: {describe_error(e)}") from None
-    except ValueError as e:  # a URL urllib cannot open: `http://host:port:9`
-        raise SourceError(f"--url {url}: {e}") from None
-    try:
-        entries = json.loads(body)
-    except ValueError as e:
-        raise SourceError(f"{url} did not answer JSON: {e}") from None
+    except FetchError as e:
+        raise SourceError(f"cannot read {url}: {e}") from None
     if not isinstance(entries, list):
         raise SourceError(f"{url} did not answer a list of transitions")
     out: list[Transition] = []
@@ -87,11 +69,15 @@ def from_url(url: str) -> tuple[list[Transition], list[str]]:
 
 
 def from_state_file(path: Path) -> tuple[list[Transition], list[str]]:
+    """As the daemon loads it (state/state_file.py): its last 8 MiB, a FIFO or a device
+    refused rather than read."""
     try:
-        data = path.read_bytes()
+        data, skipped = read_tail(path)
     except OSError as e:
         raise SourceError(f"cannot read {path}: {describe_error(e)}") from None
     entries, dropped = parse_lines(data)
+    if skipped:
+        dropped[NOT_READ] = 1
     return entries, [f"{n} lines ({why})" for why, n in sorted(dropped.items())]
 
 
@@ -111,7 +97,7 @@ def table(history: Sequence[Transition]) -> list[str]:
             _mb(t.mem_used_bytes),
             _mb(t.mem_free_bytes),
             edge_rule_text(t),
-            cause_text(t.cause, t.controller),
+            shown(cause_text(t.cause, t.controller)),  # the controller is the file's
         )
         for t in history
     ]
@@ -224,8 +210,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             source = transitions_url(args.url)
             history, problems = from_url(source)
-    except SourceError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+    except SourceError as e:  # a reason phrase, a path: escaped for the terminal
+        print(f"{PROG}: {shown(str(e))}", file=sys.stderr)
         return 1
     if args.json:
         doc = {
@@ -243,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         # What could be read is printed above; the rest is named here, on one line.
         print(
-            f"{PROG}: {source}: skipped {'; '.join(problems)}",
+            f"{PROG}: {shown(source)}: skipped {shown('; '.join(problems))}",
             file=sys.stderr,
         )
         return 1

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from ksm_exporter.model.derived import is_running
 from ksm_exporter.model.edge_cause import Cause, EdgeContext, explanation
+from ksm_exporter.model.terminal_text import shown
 from ksm_exporter.model.watch_format import watch_line, watch_message
 from ksm_exporter.readers import Paths
 from ksm_exporter.readers.edge_inputs import edge_explainer
@@ -53,7 +54,8 @@ def watch(
                 context = explain(run, mem) or EdgeContext(Cause.UNKNOWN)
                 if first_look:  # running before we looked: who started it is not known
                     context = replace(context, cause=Cause.UNKNOWN, controller=None)
-                line += " " + explanation(context, mem.total if mem else None)
+                # A controller's name: escaped.
+                line += " " + shown(explanation(context, mem.total if mem else None))
             out.write(line + "\n")
             out.flush()  # often piped into a log file: every line out at once
         if run is not None:

@@ -42,6 +42,7 @@ MAX_LINE_BYTES = 4096
 # takes well under a second even when every line is a JSON object, so no file can hold
 # up the start past systemd's timeout.
 READ_LIMIT_BYTES = 8 * 2**20
+NOT_READ = f"before the last {READ_LIMIT_BYTES >> 20} MiB, not read"
 
 
 class StateFile:
@@ -72,7 +73,7 @@ class StateFile:
             return []
         out, dropped = parse_lines(data)
         if skipped:
-            dropped[f"before the last {READ_LIMIT_BYTES >> 20} MiB, not read"] = 1
+            dropped[NOT_READ] = 1
         if dropped:
             self.errors += sum(dropped.values())
             log.warning(
@@ -87,23 +88,7 @@ class StateFile:
         return out
 
     def _read(self) -> tuple[bytes, bool]:
-        """The file's last READ_LIMIT_BYTES, and whether anything before them was left.
-        A FIFO put there must not block the start: open_regular_file refuses it."""
-        fd, st = open_regular_file(self.path)
-        try:
-            # One byte before the window too: it says whether the window starts a line.
-            start = max(0, st.st_size - READ_LIMIT_BYTES - 1)
-            chunks = []
-            offset = start
-            while offset < st.st_size and (chunk := os.pread(fd, st.st_size - offset, offset)):
-                chunks.append(chunk)
-                offset += len(chunk)
-        finally:
-            os.close(fd)
-        data = b"".join(chunks)
-        if start:  # the window's first line, unless it starts right there, was cut: not one
-            data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
-        return data, start > 0
+        return read_tail(self.path)
 
     def save(self, history: Iterable[Transition]) -> bool:
         """Replace the file with `history`; False (and counted, logged) when it failed."""
@@ -158,6 +143,28 @@ class StateFile:
                 if ours.fullmatch(name):
                     with contextlib.suppress(OSError):
                         os.unlink(self.path.parent / name)  # unlink never follows a link
+
+
+def read_tail(path: Path) -> tuple[bytes, bool]:
+    """The file's last READ_LIMIT_BYTES from the first line that starts in them, and
+    whether anything before was left. A FIFO or a device put there must not block the
+    reader (the daemon's start, `ksm-exporter transitions`): open_regular_file refuses it.
+    Raises OSError."""
+    fd, st = open_regular_file(path)
+    try:
+        # One byte before the window too: it says whether the window starts a line.
+        start = max(0, st.st_size - READ_LIMIT_BYTES - 1)
+        chunks = []
+        offset = start
+        while offset < st.st_size and (chunk := os.pread(fd, st.st_size - offset, offset)):
+            chunks.append(chunk)
+            offset += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if start:  # the window's first line, unless it starts right there, was cut: not one
+        data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
+    return data, start > 0
 
 
 def parse_lines(data: bytes) -> tuple[list[Transition], Counter[str]]:
