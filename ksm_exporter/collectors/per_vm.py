@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from ksm_exporter.model.qemu import label_values
 from ksm_exporter.readers.process_ksm import ProcessKsm
 from ksm_exporter.readers.vm_processes import ProcessReport
 
@@ -64,13 +65,14 @@ def line_value(ksm: ProcessKsm, line: str) -> float | None:
 
 
 def vm_metrics(report: ProcessReport, errors: dict[str, int]) -> Iterator[Metric]:
+    # Each process's labels once (bounded in length: model/qemu.py), not once per metric.
+    labelled = [(p.ksm, [*label_values(p.identity), str(p.pid)]) for p in report.processes]
     for line, name, help_text in METRICS:
         g = GaugeMetricFamily(name, help_text, labels=LABELS)
-        for p in report.processes:
-            value = line_value(p.ksm, line)
+        for ksm, labels in labelled:
+            value = line_value(ksm, line)
             if value is not None:
-                i = p.identity
-                g.add_metric([i.vm, i.vmid, i.uuid, i.namespace, str(p.pid)], value)
+                g.add_metric(labels, value)
         if g.samples:
             yield g
     yield GaugeMetricFamily(

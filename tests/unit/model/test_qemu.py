@@ -12,7 +12,7 @@ import pytest
 from ksm_exporter.daemon.web.landing import vm_rows
 from ksm_exporter.flags import serve as serve_flags
 from ksm_exporter.model.derived import page_size
-from ksm_exporter.model.qemu import VmIdentity, vm_identity
+from ksm_exporter.model.qemu import LABEL_MAX_CHARS, VmIdentity, bounded_label, vm_identity
 from ksm_exporter.readers.process_ksm import ProcessKsm
 from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.vm_processes import VM_PATTERN, VmProcess, read_vm_processes
@@ -193,3 +193,31 @@ def test_landing_page_lists_the_vms(tmp_path: Path) -> None:
         status, body = exporter.get("/")
     assert status == 200
     assert "<h2>VMs</h2>" in body and "<td class=l>vm8006</td>" in body
+
+
+# --- labels from a command line are bounded ------------------------------------------------
+
+
+def test_a_long_label_is_cut_with_a_hash_of_the_whole_value() -> None:
+    assert bounded_label("web01") == "web01"
+    assert bounded_label("x" * LABEL_MAX_CHARS) == "x" * LABEL_MAX_CHARS
+    a, b = bounded_label("x" * 10000 + "a"), bounded_label("x" * 10000 + "b")
+    assert len(a) == len(b) == LABEL_MAX_CHARS
+    assert a.startswith("x" * 119 + "\u2026") and a != b  # two long names stay two series
+    assert a == bounded_label("x" * 10000 + "a")  # the same name, the same series
+    # At most 512 bytes of UTF-8: under any label_value_length_limit of 1024.
+    assert len(bounded_label("\U0001f600" * 1000).encode()) <= 4 * LABEL_MAX_CHARS
+
+
+@pytest.mark.skipif(page_size() != 4096, reason="fixtures hold 4 KiB pages")
+def test_a_10_kb_name_gives_bounded_labels_on_every_series(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    write_process(proc, 1, "systemd", cmdline=["/sbin/init"])
+    for pid, tail in ((3000, "a"), (3001, "b")):
+        argv = ["qemu-kvm", "-name", "guest=" + "n" * 10000 + tail, "-uuid", "U" * 5000]
+        write_process(proc, pid, "qemu-kvm", cmdline=argv, ksm_stat=ksm_stat_6_18(1, 0, 1, 4096))
+    samples = scrape(collector(proc))
+    merging = [k for k in samples if k.startswith("ksm_process_merging_pages{")]
+    assert len(merging) == 2
+    values = [re.findall(r'="([^"]*)"', k) for k in samples if k.startswith("ksm_process_")]
+    assert max(len(v) for labels in values for v in labels) == LABEL_MAX_CHARS
