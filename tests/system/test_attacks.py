@@ -7,17 +7,37 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import bcrypt
+import pytest
 
 from ksm_exporter.daemon.web.app import Response
-from tests.support import copy_fixture, http_get, parse_samples, run_exporter, serving, wait_until
+from tests.support import (
+    FIXTURES,
+    copy_fixture,
+    exporter_command,
+    http_get,
+    parse_samples,
+    run_cli,
+    run_exporter,
+    serving,
+    wait_until,
+)
+from tests.support.fake_procfs import ksm_stat_6_18, write_process
+from tests.support.hostile_http import drip, endless, hostile_server
 from tests.support.http_client import KeepAliveClient
 from tests.support.malformed import MALFORMED
+from tests.support.prometheus import PROMETHEUS, PROMETHEUS_MARKS, run_server
 
 
 class WorkApp:
@@ -241,3 +261,142 @@ def test_malformed_requests_to_the_real_exporter_log_no_error(tmp_path: Path) ->
         log = exp.log()
     assert "Traceback" not in log and "level=error" not in log
     assert len(log) < 10_000  # 260 bad requests: no line each at the default level
+
+
+# ---- a local user's process named like qemu ------------------------------------------------
+
+# What any user can put in the -name of a process named qemu-kvm: terminal escapes (window
+# title, clipboard), BEL, CR, a newline forging a row, bidi overrides.
+EVIL_NAME = (
+    "evil\x1b]0;owned\x07\x1b]52;c;b3duZWQ=\x07\x1b[2J\rforged\nforged-vm 1 2 3\u202ex\u2066"
+)
+
+
+def test_status_shows_a_real_processs_hostile_name_escaped_on_one_row(tmp_path: Path) -> None:
+    # A real process: comm set to qemu-kvm (prctl PR_SET_NAME), the name in its argv.
+    code = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'qemu-kvm'); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code, "-name", f"guest={EVIL_NAME}"])
+    try:
+        comm = Path(f"/proc/{proc.pid}/comm")
+        wait_until(lambda: comm.read_text() == "qemu-kvm\n", what="the process renamed")
+        if not Path(f"/proc/{proc.pid}/ksm_merging_pages").exists():
+            pytest.skip("no KSM files per process (Linux before 5.19): status lists no VM")
+        sysfs = f"--path.sysfs={FIXTURES}/linux-6.18/sys"
+        r = run_cli("status", sysfs, "--path.procfs=/proc")
+        j = run_cli("status", "--json", sysfs, "--path.procfs=/proc")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert r.returncode == 0, r.stderr
+    assert not any(c in r.stdout for c in "\x1b\x07\r\u202e\u2066")
+    # One row, the name on it escaped; no other line holds any of it.
+    rows = [line for line in r.stdout.splitlines() if "forged" in line]
+    assert len(rows) == 1 and f" {proc.pid} " in rows[0]
+    assert rows[0].startswith("evil\\x1b]0;owned\\x07\\x1b]52;c;b3duZWQ=\\x07\\x1b[2J\\x0dforged")
+    vms = {vm["pid"]: vm["vm"] for vm in json.loads(j.stdout)["vms"]}
+    assert vms[proc.pid] == EVIL_NAME  # --json: exact
+
+
+def write_vm(proc: Path, pid: int, name: str, merging_pages: int) -> None:
+    argv = ["/usr/libexec/qemu-kvm", "-name", f"guest={name},debug-threads=on"]
+    ksm_stat = ksm_stat_6_18(100, 0, merging_pages, 4096)
+    write_process(proc, pid, "qemu-kvm", cmdline=argv, ksm_stat=ksm_stat)
+
+
+@PROMETHEUS_MARKS[0]
+def test_a_10_kb_vm_name_keeps_the_target_up_under_a_label_length_limit(tmp_path: Path) -> None:
+    """label_value_length_limit: 1024 (a common setting) fails the whole scrape on one longer
+    label: every KSM series of the node would be lost for one user's process."""
+    root = copy_fixture("linux-6.18", tmp_path)
+    proc = root / "proc"
+    write_process(proc, 1, "systemd", cmdline=["/sbin/init"])
+    long_a, long_b = "n" * 10_000 + "a", "n" * 10_000 + "b"
+    for pid, name, pages in [
+        (3000, long_a, 5000),
+        (3001, long_b, 4000),
+        (3002, "web01", 3000),
+        (3003, "web02", 2000),
+        (3004, "web03", 1000),
+    ]:
+        write_vm(proc, pid, name, pages)
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "ksm",
+                "label_value_length_limit": 1024,
+                "static_configs": [{"targets": []}],
+            }
+        ],
+    }
+    no_conf = f"--collector.ksmtuned.config={tmp_path}/absent.conf"
+    with run_exporter(root, "--collector.process.max=3", no_conf, tmp=tmp_path) as exp:
+        config["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{exp.port}"]
+        (tmp_path / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+        args = [
+            PROMETHEUS,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+        ]
+        with run_server("prometheus", args, tmp_path) as address:
+
+            def query(expr: str) -> list[dict[str, Any]]:
+                url = f"http://{address}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+                status, body = http_get(url)
+                assert status == 200, body
+                return json.loads(body)["data"]["result"]
+
+            def scraped() -> bool:
+                up = query('up{job="ksm"}')
+                return bool(up) and up[0]["value"][1] == "1" and bool(query("ksm_pages_shared"))
+
+            wait_until(scraped, timeout=30, what="a successful scrape of the exporter")
+            merging = query("ksm_process_merging_pages")
+            dropped = query("ksm_process_series_dropped")
+    # --collector.process.max keeps the 3 that merge most, the two long names among them.
+    assert len(merging) == 3 and float(dropped[0]["value"][1]) == 2
+    names = sorted(s["metric"]["vm"] for s in merging)
+    assert names[2] == "web01" and names[0] != names[1]
+    assert all(len(n) == 128 and n.startswith("n" * 119 + "\u2026") for n in names[:2])
+
+
+# ---- hostile servers for `transitions --url` ----------------------------------------------
+
+# Runs a command and prints its exit status and peak RSS (KiB): the only child of this
+# wrapper, so RUSAGE_CHILDREN is its own.
+PEAK_RSS = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True,"
+    " text=True, timeout=60); sys.stderr.write(r.stderr);"
+    " print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def test_a_server_dripping_a_byte_every_4_s_cannot_hold_the_command() -> None:
+    # Each byte comes well within urllib's 10 s per read: only one deadline for the whole
+    # answer stops it.
+    answer = drip(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n[]", 4, 60)
+    with hostile_server(answer) as url:
+        started = time.monotonic()
+        r = run_cli("transitions", f"--url={url}")
+        took = time.monotonic() - started
+    assert r.returncode == 1 and r.stderr.endswith("no complete answer within 10 s\n"), r.stderr
+    assert took < 25, took  # 10 s, the interpreter's start, a loaded machine
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "no-length"])
+def test_a_100_mb_answer_is_refused_within_bounded_memory(length: bool) -> None:
+    # One JSON string of 100 MB: read whole (today's urllib read()), it takes 300 MB.
+    header = b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+    header += b"Content-Length: 100000002\r\n\r\n" if length else b"\r\n"
+    with hostile_server(endless(header + b'"', b"a" * 2**20, 100 * 10**6)) as url:
+        r = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, *exporter_command("transitions", f"--url={url}")],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    status, peak_kib = map(int, r.stdout.split())
+    assert status == 1 and re.search(r"(more|larger) than 16 MiB", r.stderr), r.stderr
+    print(f"peak RSS {peak_kib} KiB")
+    assert peak_kib < 120 * 1024, peak_kib  # the interpreter, and 16 MiB read at most
+    assert "Traceback" not in r.stderr
