@@ -3,10 +3,13 @@
 Numbers from procfs and sysfs that no kernel prints (400 digits, past 64 bits, "+5",
 other scripts' digits) are a read error for that file, never an exception that fails a
 scrape: prometheus-client's float() raises OverflowError past 1e308. Configuration files
-replaced by a FIFO, a device or a directory are refused without blocking."""
+replaced by a FIFO, a device or a directory are refused without blocking. The state file
+as `transitions` reads it: as the daemon does (its tail, no FIFO), each number bounded by
+the one rule (model/numbers.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable
@@ -24,7 +27,7 @@ from ksm_exporter.readers.meminfo import parse_meminfo
 from ksm_exporter.readers.process_ksm import parse_ksm_stat, read_process_ksm
 from ksm_exporter.readers.processes import list_pids, parse_stat, read_rss_pages
 from ksm_exporter.readers.vmstat import parse_vmstat
-from tests.support import copy_fixture, run_exporter, wait_until
+from tests.support import copy_fixture, run_cli, run_exporter, wait_until
 from tests.support.collect import collector, ksm_scrapes, scrape
 from tests.support.fake_procfs import stat_line
 
@@ -170,3 +173,62 @@ def test_a_fifo_as_the_settings_file_neither_blocks_a_reload_nor_the_shutdown(
         wait_until(lambda: "not a regular file" in exporter.log(), what="the refusal")
         exporter.proc.send_signal(signal.SIGTERM)
         assert exporter.proc.wait(15) == 0
+
+
+ENTRY = '{"from": "stopped", "run": 1, "timestamp": 1000000000.5, "to": "running"}\n'
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_transitions_refuses_a_state_file_that_is_no_regular_file_at_once(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "state.jsonl"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: a plain read blocks for good
+    elif kind == "device":
+        path.symlink_to("/dev/zero")  # a plain read never ends
+    else:
+        path.mkdir()
+    r = run_cli("transitions", f"--state.file={path}")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == (
+        f"ksm-exporter transitions: cannot read {path}: "
+        f"{'Is a directory' if kind == 'directory' else 'not a regular file'}\n"
+    )
+
+
+def test_transitions_reads_the_tail_of_a_huge_state_file_as_the_daemon_does(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.jsonl"
+    with open(path, "wb") as f:
+        f.truncate(2**30)  # 1 GiB, sparse: a line of NUL bytes, never read
+        f.seek(0, os.SEEK_END)
+        f.write(b"\n" + ENTRY.encode())
+    r = run_cli("transitions", "--json", f"--state.file={path}")
+    assert [t["timestamp"] for t in json.loads(r.stdout)["transitions"]] == [1000000000.5]
+    assert r.returncode == 1 and r.stderr == (
+        f"ksm-exporter transitions: {path}: skipped 1 lines (before the last 8 MiB, not read)\n"
+    )
+
+
+def test_numbers_no_field_holds_are_each_entrys_error_in_every_reader(tmp_path: Path) -> None:
+    """A 310-digit timestamp, 1e400, NaN, a negative or 2^64 bytes: dropped with a reason by
+    the daemon's loader and by `transitions`, never an OverflowError."""
+    path = tmp_path / "state.jsonl"
+    bad = [
+        '{"run": 1, "timestamp": 1' + "0" * 309 + ', "to": "running"}',
+        '{"run": 1, "timestamp": 1e400, "to": "running"}',
+        '{"run": 1, "timestamp": NaN, "to": "running"}',
+        '{"run": 1, "timestamp": 1, "to": "running", "mem_free_bytes": -1}',
+        '{"run": 1, "timestamp": 1, "to": "running", "mem_total_bytes": 18446744073709551616}',
+    ]
+    path.write_text(ENTRY + "\n".join(bad) + "\n")
+    r = run_cli("transitions", "--json", f"--state.file={path}")
+    assert len(json.loads(r.stdout)["transitions"]) == 1
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "3 lines (timestamp: not a finite time between 1970 and now)" in r.stderr
+    root = copy_fixture("linux-6.18", tmp_path)
+    with run_exporter(root, f"--state.file={path}", tmp=tmp_path) as exporter:
+        assert len(json.loads(exporter.get("/transitions")[1])) == 1
+        assert exporter.metrics()["ksm_exporter_state_file_errors_total"] == len(bad)
