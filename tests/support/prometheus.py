@@ -130,9 +130,11 @@ def run_prometheus(
     config: Any = RULES,
     labels: dict[str, str] | None = None,
     alertmanager: str | None = None,
+    scrape_options: dict[str, Any] | None = None,
 ) -> Iterator[str]:
-    """Prometheus scraping `targets` (job ksm, file_sd with `labels`) every second with
-    the rules generated from `config`, sending alerts to `alertmanager` (host:port)."""
+    """Prometheus scraping `targets` (job ksm, file_sd with `labels`, and `scrape_options`
+    such as label_value_length_limit) every second with the rules generated from
+    `config`, sending alerts to `alertmanager` (host:port)."""
     (tmp / "targets.json").write_text(
         json.dumps([{"targets": targets, "labels": labels or {"role": "compute"}}])
     )
@@ -144,6 +146,7 @@ def run_prometheus(
             {
                 "job_name": "ksm",
                 "file_sd_configs": [{"files": ["targets.json"], "refresh_interval": "1s"}],
+                **(scrape_options or {}),
             }
         ],
     }

@@ -14,9 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from pathlib import Path
-from typing import Any
 
 import bcrypt
 import pytest
@@ -37,7 +35,7 @@ from tests.support.fake_procfs import ksm_stat_6_18, write_process
 from tests.support.hostile_http import drip, endless, hostile_server
 from tests.support.http_client import KeepAliveClient
 from tests.support.malformed import MALFORMED
-from tests.support.prometheus import PROMETHEUS, PROMETHEUS_MARKS, run_server
+from tests.support.prometheus import PROMETHEUS_MARKS, Fleet, run_prometheus
 
 
 class WorkApp:
@@ -319,40 +317,19 @@ def test_a_10_kb_vm_name_keeps_the_target_up_under_a_label_length_limit(tmp_path
         (3004, "web03", 1000),
     ]:
         write_vm(proc, pid, name, pages)
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "ksm",
-                "label_value_length_limit": 1024,
-                "static_configs": [{"targets": []}],
-            }
-        ],
-    }
     no_conf = f"--collector.ksmtuned.config={tmp_path}/absent.conf"
-    with run_exporter(root, "--collector.process.max=3", no_conf, tmp=tmp_path) as exp:
-        config["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{exp.port}"]
-        (tmp_path / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-        args = [
-            PROMETHEUS,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-        ]
-        with run_server("prometheus", args, tmp_path) as address:
+    limit = {"label_value_length_limit": 1024}
+    exporter = run_exporter(root, "--collector.process.max=3", no_conf, tmp=tmp_path)
+    with exporter as exp, run_prometheus(tmp_path, [exp.url[7:]], scrape_options=limit) as url:
+        fleet = Fleet(url, {"node": exp.url[7:]})  # host:port
 
-            def query(expr: str) -> list[dict[str, Any]]:
-                url = f"http://{address}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-                status, body = http_get(url)
-                assert status == 200, body
-                return json.loads(body)["data"]["result"]
+        def scraped() -> bool:
+            up = fleet.query('up{job="ksm"}')
+            return bool(up) and up[0]["value"][1] == "1" and bool(fleet.query("ksm_pages_shared"))
 
-            def scraped() -> bool:
-                up = query('up{job="ksm"}')
-                return bool(up) and up[0]["value"][1] == "1" and bool(query("ksm_pages_shared"))
-
-            wait_until(scraped, timeout=30, what="a successful scrape of the exporter")
-            merging = query("ksm_process_merging_pages")
-            dropped = query("ksm_process_series_dropped")
+        wait_until(scraped, timeout=30, what="a successful scrape of the exporter")
+        merging = fleet.query("ksm_process_merging_pages")
+        dropped = fleet.query("ksm_process_series_dropped")
     # --collector.process.max keeps the 3 that merge most, the two long names among them.
     assert len(merging) == 3 and float(dropped[0]["value"][1]) == 2
     names = sorted(s["metric"]["vm"] for s in merging)
