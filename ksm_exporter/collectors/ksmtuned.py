@@ -20,6 +20,7 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ksm_exporter.collectors.source import Collected, ScrapeContext, process_table_missing
+from ksm_exporter.model.labels import bounded_label
 from ksm_exporter.readers import describe_error
 from ksm_exporter.readers.ksmtuned import (
     KIB,
@@ -202,7 +203,9 @@ def ksmtuned_metrics(r: KsmtunedReading) -> Iterator[Metric]:
             "another), and the script.",
             labels=["rule", "variant", "script"],
         )
-        info.add_metric([r.rule.rule.words, r.rule.rule.variant, r.rule.script], 1.0)
+        # The script's path and pattern are whatever a process named ksmtuned runs.
+        labels = [r.rule.rule.words, r.rule.rule.variant, r.rule.script]
+        info.add_metric([bounded_label(v) for v in labels], 1.0)
         yield info
     if r.committed_kb is not None:
         yield GaugeMetricFamily(

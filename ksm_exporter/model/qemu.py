@@ -16,10 +16,11 @@ What each platform puts on the command line (tests/fixtures/cmdlines/ holds one 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ksm_exporter.model.labels import bounded_label
 
 
 def split_option_list(text: str) -> list[str]:
@@ -91,23 +92,6 @@ class VmIdentity:
 
 
 IDENTIFIERS = ("namespace", "vmid", "uuid")  # besides vm, in the order tables show them
-
-
-# A label value from a command line is at most this many characters (512 bytes of UTF-8 at
-# most): any user can start a qemu-named process with a 10 KB -name, and one label longer
-# than a Prometheus' label_value_length_limit (1024 is common) fails the whole scrape,
-# every KSM series of the node with it.
-LABEL_MAX_CHARS = 128
-LABEL_HASH_CHARS = 8
-
-
-def bounded_label(value: str) -> str:
-    """`value`, or when longer than LABEL_MAX_CHARS its start, an ellipsis and 8 hex digits of
-    a hash of the whole value: two long names that start alike stay two series."""
-    if len(value) <= LABEL_MAX_CHARS:
-        return value
-    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
-    return value[: LABEL_MAX_CHARS - LABEL_HASH_CHARS - 1] + "\u2026" + digest
 
 
 def label_values(identity: VmIdentity) -> list[str]:

@@ -12,7 +12,8 @@ import pytest
 from ksm_exporter.daemon.web.landing import vm_rows
 from ksm_exporter.flags import serve as serve_flags
 from ksm_exporter.model.derived import page_size
-from ksm_exporter.model.qemu import LABEL_MAX_CHARS, VmIdentity, bounded_label, vm_identity
+from ksm_exporter.model.labels import LABEL_MAX_CHARS
+from ksm_exporter.model.qemu import VmIdentity, vm_identity
 from ksm_exporter.readers.process_ksm import ProcessKsm
 from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.vm_processes import VM_PATTERN, VmProcess, read_vm_processes
@@ -196,17 +197,6 @@ def test_landing_page_lists_the_vms(tmp_path: Path) -> None:
 
 
 # --- labels from a command line are bounded ------------------------------------------------
-
-
-def test_a_long_label_is_cut_with_a_hash_of_the_whole_value() -> None:
-    assert bounded_label("web01") == "web01"
-    assert bounded_label("x" * LABEL_MAX_CHARS) == "x" * LABEL_MAX_CHARS
-    a, b = bounded_label("x" * 10000 + "a"), bounded_label("x" * 10000 + "b")
-    assert len(a) == len(b) == LABEL_MAX_CHARS
-    assert a.startswith("x" * 119 + "\u2026") and a != b  # two long names stay two series
-    assert a == bounded_label("x" * 10000 + "a")  # the same name, the same series
-    # At most 512 bytes of UTF-8: under any label_value_length_limit of 1024.
-    assert len(bounded_label("\U0001f600" * 1000).encode()) <= 4 * LABEL_MAX_CHARS
 
 
 @pytest.mark.skipif(page_size() != 4096, reason="fixtures hold 4 KiB pages")
