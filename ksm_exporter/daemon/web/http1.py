@@ -29,9 +29,10 @@ REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
-# A field value we send: visible Latin-1 (obs-text included), spaces and tabs inside,
-# as Go's net/http (httpguts.ValidHeaderFieldValue) accepts.
-_FIELD_VALUE = re.compile(r"[\x21-\x7e\x80-\xff]([\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?")
+# A field value we may send: no control character but tab, as Go's net/http checks
+# (httpguts.ValidHeaderFieldValue), and Latin-1, which is how it goes on the wire; Latin-1's
+# C1 controls (0x80-0x9f, NEL among them) are left out too.
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\xa0-\xff]*")
 
 # The answer to a connection refused at the cap, before any request was parsed.
 SERVICE_UNAVAILABLE = (
@@ -66,9 +67,8 @@ def is_token(name: str) -> bool:
 
 
 def is_field_value(value: str) -> bool:
-    """A header value HTTP allows: Latin-1 without control bytes, no leading or trailing
-    whitespace (empty is allowed)."""
-    return value == "" or _FIELD_VALUE.fullmatch(value) is not None
+    """A header value we may send: Latin-1 without control characters (tab allowed)."""
+    return _FIELD_VALUE.fullmatch(value) is not None
 
 
 def parse_request(head: bytes) -> Request:

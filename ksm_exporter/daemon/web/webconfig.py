@@ -25,7 +25,6 @@ setting silently ignored would let in someone the file meant to keep out:
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import threading
 from collections import Counter
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ksm_exporter.daemon.web import http1
 from ksm_exporter.readers import read_regular_file
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class BasicAuth:
             return None
         try:
             decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # binascii.Error; non-ASCII: ValueError
             return None
         user, sep, password = decoded.partition(":")
         return (user, password) if sep else None
@@ -295,11 +295,17 @@ def _headers(value: Any) -> tuple[tuple[str, str], ...]:
     headers = _mapping(value, "http_server_config.headers")
     out = []
     for name, v in headers.items():
+        if not http1.is_token(name):
+            raise WebConfigError(f"http_server_config.headers: {name!r} is not a header name")
         allowed = ALLOWED_HEADERS.get(name)
         if allowed is None:
             raise WebConfigError(f'HTTP header "{name}" can not be configured')
-        if not isinstance(v, str) or any(c in v for c in "\r\n"):
-            raise WebConfigError(f"http_server_config.headers.{name}: expected a one-line string")
+        if not isinstance(v, str) or not http1.is_field_value(v):
+            # As Go's net/http refuses to send it; here it would fail every answer.
+            raise WebConfigError(
+                f"http_server_config.headers.{name}: {v!r} is not a valid header value "
+                "(Latin-1 text without control characters)"
+            )
         if allowed and v not in allowed:
             raise WebConfigError(
                 f"invalid value for {name}. Expected one of: {list(allowed)}, but got: {v!r}"

@@ -188,7 +188,8 @@ def test_a_response_is_framed_in_one_buffer() -> None:
         ("a\x00b", False),
         ("a\r\nSet-Cookie: x", False),
         ("a\x7f", False),
-        (" padded", False),
+        ("\x85", False),  # a C1 control is Latin-1 but not visible
+        (" padded ", True),
         ("a\tb", True),
     ],
 )

@@ -47,6 +47,9 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
+HEADER_VALUE = 'http_server_config: {{headers: {{Content-Security-Policy: "{}"}}}}\n'
+
+
 def tls_yaml(certs: Certs, **extra: str) -> str:
     lines = [
         "tls_server_config:",
@@ -79,6 +82,11 @@ def tls_yaml(certs: Certs, **extra: str) -> str:
         ("http_server_config: {headers: {X-Powered-By: me}}\n", "can not be configured"),
         ("http_server_config: {headers: {X-Frame-Options: allow}}\n", "invalid value for"),
         ("http_server_config: {http2: maybe}\n", "http2: expected true or false"),
+        # Values Go's net/http would not send: beyond Latin-1, control characters.
+        (HEADER_VALUE.format("default-src \u2018self\u2019"), "not a valid header value"),
+        (HEADER_VALUE.format("default-src \\0"), "not a valid header value"),
+        (HEADER_VALUE.format("a\\x1b]0;title\\x07"), "not a valid header value"),
+        ('http_server_config: {headers: {"X Frame": deny}}\n', "'X Frame' is not a header name"),
     ],
 )
 def test_invalid_files_are_refused_with_the_reason(tmp_path: Path, text: str, error: str) -> None:
@@ -246,9 +254,18 @@ def test_wrong_passwords_do_not_stall_other_scrapes(serve) -> None:  # type: ign
 # ---- the real process: startup errors and SIGHUP ---------------------------------------
 
 
-def test_a_broken_file_at_startup_is_one_line_and_exit_1(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("tls_server_config: {client_auth_type: Sometimes}\n", "invalid ClientAuth: Sometimes"),
+        (HEADER_VALUE.format("\\u2018self\\u2019"), "is not a valid header value"),
+    ],
+)
+def test_a_broken_file_at_startup_is_one_line_and_exit_1(
+    tmp_path: Path, text: str, error: str
+) -> None:
     config = tmp_path / "web.yml"
-    config.write_text("tls_server_config: {client_auth_type: Sometimes}\n")
+    config.write_text(text)
     root = copy_fixture("linux-6.18", tmp_path)
     proc = subprocess.run(
         exporter_command(
@@ -264,7 +281,7 @@ def test_a_broken_file_at_startup_is_one_line_and_exit_1(tmp_path: Path) -> None
     )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1, proc.stderr
-    assert "invalid ClientAuth: Sometimes" in proc.stderr
+    assert error in proc.stderr
 
 
 def test_sighup_reloads_and_a_broken_file_keeps_the_previous_one(tmp_path: Path) -> None:
@@ -285,6 +302,16 @@ def test_sighup_reloads_and_a_broken_file_keeps_the_previous_one(tmp_path: Path)
         exp.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "not reloaded" in exp.log(), what="the refusal")
         assert "basic_auth_users.carol: not a bcrypt hash" in exp.log()
+        assert exp.get("/metrics", headers=basic("bob", "two"))[0] == 200
+
+        # A header value no answer could carry: refused, the running config keeps serving.
+        config.write_text(
+            f"basic_auth_users:\n  bob: {hashed('two')}\n"
+            + HEADER_VALUE.format("default-src \\u2018self\\u2019")
+        )
+        exp.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "is not a valid header value" in exp.log(), what="the refusal")
+        assert exp.log().count("web config reloaded") == 1
         assert exp.get("/metrics", headers=basic("bob", "two"))[0] == 200
         assert exp.proc.poll() is None
 
@@ -430,6 +457,34 @@ def test_an_over_long_password_is_a_plain_401(serve, caplog: pytest.LogCaptureFi
             assert c.getresponse().status == 401
             c.close()
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+@pytest.mark.parametrize(
+    ("token", "checked"),
+    [
+        (b"\xe9\xe9", False),  # not base64 (and not ASCII)
+        (base64.b64encode(b"\xff\xfe:\xe9"), False),  # credentials that are not UTF-8
+        (base64.b64encode("\u00e9ric:p\u00e4ss".encode()), True),  # UTF-8, unknown user
+    ],
+)
+def test_non_ascii_or_undecodable_credentials_are_a_401(
+    serve,
+    token: bytes,
+    checked: bool,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+) -> None:
+    server = serve(auth_yaml())
+    with (
+        caplog.at_level(logging.DEBUG),
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as s,
+    ):
+        s.sendall(b"GET / HTTP/1.1\r\nAuthorization: Basic " + token + b"\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 401 ")
+        if not checked:  # no bcrypt was spent: the connection stays open, as without any
+            ok = base64.b64encode(b"alice:pw")
+            s.sendall(b"GET / HTTP/1.1\r\nAuthorization: Basic " + ok + b"\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
 def test_sighup_with_a_truncated_or_special_file_keeps_tls_and_auth(
