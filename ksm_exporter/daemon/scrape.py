@@ -2,12 +2,16 @@
 threads, and a scrape answers by its deadline with whatever finished.
 
 - The deadline is X-Prometheus-Scrape-Timeout-Seconds less TIMEOUT_MARGIN (time to render
-  and send), or DEFAULT_TIMEOUT when Prometheus did not say.
+  and send), clamped to MIN_TIMEOUT..MAX_TIMEOUT, or DEFAULT_TIMEOUT when Prometheus did
+  not say (or said something that is not a positive number). The clamp is what bounds a
+  read's life: a client cannot start reads that later scrapes would wait on for ever.
 - The collectors a scrape starts run one after another on one worker (a batch): a hand-off
   between threads costs about as much as a collector's read, so one per collector would
   double a scrape's CPU. POOL_SIZE workers take the batches in turn. Should a read hang, a
   rescue worker takes the rest of its batch at RESCUE_EVERY of the timeout (and again after
-  each further RESCUE_EVERY), so the others are still served by the deadline.
+  each further RESCUE_EVERY), so the others are still served by the deadline. Every scrape
+  waiting on a read still queued rescues that read's batch at its own pace, also one that
+  another scrape (with a longer timeout) started.
 - A collector that misses the deadline is failed for that scrape:
   ksm_scrape_collector_success{collector} 0, and its series are left out; one that had not
   even started is dropped from its batch.
@@ -51,6 +55,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 10.0  # seconds, when the scraper sends no timeout header (Prometheus does)
 TIMEOUT_MARGIN = 0.5  # seconds kept for rendering and sending the answer
 MIN_TIMEOUT = 0.1
+# Prometheus allows a scrape_timeout of any length, but no scrape of this exporter needs
+# more than seconds; past this, a hung read would be waited on (and joined) for too long.
+MAX_TIMEOUT = 120.0
 # A batch still holding collectors not started gets one more worker at each such share of
 # the timeout: a hung read delays the collectors queued behind it by this much at most.
 RESCUE_EVERY = 0.2
@@ -62,16 +69,17 @@ POOL_SIZE = 1
 
 def scrape_timeout(header: str | None) -> float:
     """The time collectors get: Prometheus's X-Prometheus-Scrape-Timeout-Seconds less the
-    margin, at least MIN_TIMEOUT; DEFAULT_TIMEOUT without (or with a broken) header."""
+    margin, within MIN_TIMEOUT..MAX_TIMEOUT (1e300 and inf: MAX_TIMEOUT); DEFAULT_TIMEOUT
+    without a header, or with one that is not a positive number (NaN, 0, -1, "ten")."""
     if header is None:
         return DEFAULT_TIMEOUT
     try:
         seconds = float(header)
     except ValueError:
         return DEFAULT_TIMEOUT
-    if not seconds > 0 or seconds == float("inf"):
+    if not seconds > 0:  # NaN too; inf is clamped below
         return DEFAULT_TIMEOUT
-    return max(MIN_TIMEOUT, seconds - TIMEOUT_MARGIN)
+    return min(MAX_TIMEOUT, max(MIN_TIMEOUT, seconds - TIMEOUT_MARGIN))
 
 
 class Outcome(NamedTuple):
@@ -148,11 +156,12 @@ _QUEUED, _RUNNING, _DONE, _DROPPED = ReadState
 class _Read:
     """One collector's read, started by one scrape and shared by concurrent ones."""
 
-    __slots__ = ("deadline", "name", "outcome", "state", "waiters")
+    __slots__ = ("batch", "deadline", "name", "outcome", "state", "waiters")
 
-    def __init__(self, name: str, deadline: float) -> None:
+    def __init__(self, name: str, deadline: float, batch: collections.deque[_Read]) -> None:
         self.name = name
         self.deadline = deadline  # of the scrape that started it
+        self.batch = batch  # the reads started with it, run one after another
         self.state: ReadState = _QUEUED
         self.outcome: Outcome | None = None
         self.waiters: set[_Scrape] = set()
@@ -162,7 +171,6 @@ class _Scrape:
     """One scrape waiting for its reads or its deadline, whichever comes first."""
 
     __slots__ = (
-        "batch",
         "deadline",
         "entry",
         "finished",
@@ -179,7 +187,6 @@ class _Scrape:
         self.deadline = deadline
         self.reads: dict[str, _Read] = {}
         self.waiting = 0  # reads not done yet
-        self.batch: collections.deque[_Read] | None = None  # the reads it started
         self.entry: Entry | None = None
         self.finished = False
         self.result: Future[list[Metric]] = Future()
@@ -336,7 +343,7 @@ class Scraper:
         batch: collections.deque[_Read] = collections.deque()
         with self._lock:
             for name in order:
-                read, new = self._join_or_start(name, started, scrape.deadline)
+                read, new = self._join_or_start(name, started, scrape.deadline, batch)
                 if read is None:
                     continue  # stuck: failed at once
                 if new:
@@ -353,12 +360,13 @@ class Scraper:
             min(scrape.deadline, started + step), lambda: self._tick(scrape, step)
         )
         if batch:
-            scrape.batch = batch
             ctx = self.context()
             self._pool.submit(lambda: self._drain(batch, ctx))
         return scrape.result
 
-    def _join_or_start(self, name: str, now: float, deadline: float) -> tuple[_Read | None, bool]:
+    def _join_or_start(
+        self, name: str, now: float, deadline: float, batch: collections.deque[_Read]
+    ) -> tuple[_Read | None, bool]:
         """(Under the lock.) The read of `name` this scrape waits on, and whether it is new:
         one in flight within its deadline, or a new one; None when the one in flight is
         stuck."""
@@ -381,7 +389,7 @@ class Scraper:
             if name in self._stuck:
                 self._stuck.discard(name)
                 log.info("collector %s reads again", name)
-            read = _Read(name, deadline)
+            read = _Read(name, deadline, batch)
             self._inflight[name] = read
             return read, True
         return read, False
@@ -412,22 +420,23 @@ class Scraper:
 
     def _tick(self, scrape: _Scrape, step: float) -> None:
         """The Deadlines thread, every `step` seconds of a scrape not finished: at its
-        deadline it ends it; before, a batch still holding reads gets one more worker."""
+        deadline it ends it; before, each batch holding a read it waits on that has not
+        started gets one more worker (its own batch, or one a concurrent scrape started)."""
         now = time.monotonic()
         if now >= scrape.deadline:
             self._finish(scrape)
             return
-        batch = scrape.batch
         with self._lock:
             if scrape.finished:
                 return
-            pending = batch is not None and any(r.state == _QUEUED for r in batch)
+            queued = {id(r.batch): r.batch for r in scrape.reads.values() if r.state == _QUEUED}
             scrape.entry = self._deadlines.at(
                 min(scrape.deadline, now + step), lambda: self._tick(scrape, step)
             )
-        if pending:
+        if queued:
             ctx = self.context()
-            self._pool.extra(lambda: self._drain(batch, ctx))  # type: ignore[arg-type]
+            for batch in queued.values():
+                self._pool.extra(lambda b=batch: self._drain(b, ctx))
 
     def _finish(self, scrape: _Scrape) -> None:
         now = time.monotonic()

@@ -30,6 +30,7 @@ from tests.support import (
     run_exporter,
     serving,
     wait_until,
+    wedge,
 )
 from tests.support.fake_procfs import ksm_stat_6_18, write_process
 from tests.support.hostile_http import drip, endless, hostile_server
@@ -235,6 +236,48 @@ def test_a_bcrypt_flood_leaves_an_authenticated_scraper_served(tmp_path: Path) -
     refused = sum(a.startswith(b"HTTP/1.1 503 ") for a in answers)
     assert refused >= 1, "40 checks at once all queued: the queue is not bounded"
     assert samples['ksm_exporter_http_connections_refused_total{reason="auth_queue"}'] == refused
+
+
+# ---- a scrape timeout of centuries ------------------------------------------------------
+
+
+def test_a_huge_scrape_timeout_beside_a_hung_read_leaves_normal_scrapes_their_series(
+    tmp_path: Path,
+) -> None:
+    """Clients looping /metrics with X-Prometheus-Scrape-Timeout-Seconds: 1e300 while a
+    /proc read hangs: the reads they start are clamped to 120 s and rescued by the normal
+    scrapes that join them, which keep every series but the hung collector's."""
+    root = copy_fixture("procfs-vms", tmp_path)
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def attack() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):  # its own timeout: it gives up and asks again
+                http_get(url, {"X-Prometheus-Scrape-Timeout-Seconds": "1e300"}, timeout=0.5)
+            sent.append(1)
+
+    with run_exporter(root, tmp=tmp_path, interval="200ms") as exp:
+        url = exp.url + "/metrics"
+        assert exp.metrics()["ksm_pages_sharing"] == 3000
+        hung = wedge(root / "proc/1001/cmdline")
+        attackers = [threading.Thread(target=attack) for _ in range(2)]
+        try:
+            for t in attackers:
+                t.start()
+            wait_until(lambda: len(sent) >= 4, what="the attack under way")
+            for _ in range(3):  # each waits its 2.5 s deadline for the hung collector
+                status, body = http_get(url, {"X-Prometheus-Scrape-Timeout-Seconds": "3"}, 10)
+                assert status == 200, body
+                samples = parse_samples(body)
+                assert samples["ksm_pages_sharing"] == 3000
+                assert samples['ksm_scrape_collector_success{collector="ksm"}'] == 1
+                assert samples['ksm_scrape_collector_success{collector="process"}'] == 0
+        finally:
+            stop.set()
+            for t in attackers:
+                t.join(10)
+            hung.release()
 
 
 # ---- malformed requests -----------------------------------------------------------------

@@ -15,7 +15,13 @@ from prometheus_client.core import GaugeMetricFamily
 
 from ksm_exporter.collectors.source import Collected, ScrapeContext
 from ksm_exporter.commands.serve import Daemon, build
-from ksm_exporter.daemon.scrape import DEFAULT_TIMEOUT, POOL_SIZE, Scraper, scrape_timeout
+from ksm_exporter.daemon.scrape import (
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+    POOL_SIZE,
+    Scraper,
+    scrape_timeout,
+)
 from ksm_exporter.daemon.web.app import Response, gzip_wanted
 from ksm_exporter.flags.serve import parser as serve_parser
 from ksm_exporter.state.notices import Notices
@@ -26,7 +32,9 @@ from tests.support.collect import Families
 def test_scrape_timeout_from_prometheus_header() -> None:
     assert scrape_timeout("10") == 9.5  # less the margin for rendering and sending
     assert scrape_timeout("0.3") == 0.1  # never below the minimum
-    for broken in (None, "", "soon", "-1", "0", "nan", "inf"):
+    for huge in ("120.5", "121", "1e300", "inf", "1e999"):  # never past the maximum
+        assert scrape_timeout(huge) == MAX_TIMEOUT == 120, huge
+    for broken in (None, "", "soon", "-1", "-inf", "0", "nan", "-0.0"):
         assert scrape_timeout(broken) == DEFAULT_TIMEOUT, broken
 
 
@@ -123,6 +131,22 @@ def test_concurrent_scrapes_share_a_read_in_flight(
     slow.release.set()
     assert samples_of(first)["test_slow"] == samples_of(second)["test_slow"] == 1
     assert slow.calls == 1
+
+
+def test_a_scrape_rescues_reads_it_joined_behind_a_hung_one(
+    scraper: tuple[Scraper, Blocking, Blocking],
+) -> None:
+    """A long-timeout scrape starts [slow, fast] and slow hangs: a normal scrape joining
+    fast (queued behind slow) gets it by its own deadline, not the long one's rescue."""
+    s, slow, fast = scraper
+    slow.hang.set()
+    long = s.scrape(["slow", "fast"], scrape_timeout("1e300"))
+    wait_until(lambda: slow.calls == 1, what="the slow read to start")
+    normal = samples_of(s.scrape(["slow", "fast"], 2))
+    assert normal["test_fast"] == 1 and fast.calls == 1  # joined, then rescued
+    assert normal['ksm_scrape_collector_success{collector="slow"}'] == 0
+    slow.release.set()
+    assert samples_of(long)["test_fast"] == 1
 
 
 def test_finished_scrapes_leave_nothing_waiting_for_their_deadline(
