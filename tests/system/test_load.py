@@ -1,8 +1,10 @@
 """Load on the real exporter process (loopback only, bounded in count and time):
-64 concurrent scrapers, idle connections plus a silent TLS client, and a soak."""
+64 concurrent scrapers, idle connections plus a silent TLS client, 20 clients fetching a
+large /transitions, and a soak."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -14,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from ksm_exporter.daemon.web.server import raise_fd_limit
-from tests.support import copy_fixture, run_exporter
+from ksm_exporter.model.derived import RunState
+from ksm_exporter.state.state_file import StateFile
+from ksm_exporter.state.transitions import Transition
+from tests.support import copy_fixture, run_exporter, wait_until
 from tests.support.certs import make_certs
 from tests.support.http_client import KeepAliveClient, rss_bytes
 
@@ -107,6 +112,96 @@ def test_idle_connections_and_a_silent_tls_client_do_not_slow_scrapes(tmp_path: 
             silent.close()
             for c in idle:
                 c.close()
+
+
+def full_history(path: Path, n: int) -> None:
+    """A --state.file of n edges (the last day's), written by the exporter's own writer."""
+    start = time.time() - 86400
+    StateFile(path).save(
+        Transition(
+            timestamp=start + i,
+            from_state=RunState.RUNNING if i % 2 else RunState.STOPPED,
+            to_state=RunState.STOPPED if i % 2 else RunState.RUNNING,
+            run=0 if i % 2 else 1,
+            mem_total_bytes=256 << 30,
+            mem_used_bytes=(200 << 30) + i * 4096,
+            mem_free_bytes=(40 << 30) - i * 4096,
+            mem_available_bytes=(50 << 30) - i * 4096,
+            ksmtuned_threshold_bytes=(51 << 30) // 10,
+            ksmtuned_committed_bytes=190 << 30,
+            ksmtuned_free_bytes=(48 << 30) - i * 4096,
+        )
+        for i in range(n)
+    )
+
+
+def fetch_discarding(sock: socket.socket, request: bytes, buf: bytearray) -> int:
+    """One request on a keep-alive connection; reads the answer's body into `buf` (over and
+    over: a client that keeps nothing, so that the exporter is what is measured); returns
+    the body's length."""
+    sock.sendall(request)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed")
+        head += chunk
+    head, _, rest = head.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    left = length - len(rest)
+    view = memoryview(buf)
+    while left > 0:
+        n = sock.recv_into(view, min(left, len(buf)))
+        if not n:
+            raise ConnectionError("closed")
+        left -= n
+    return length
+
+
+def test_20_clients_fetching_a_full_transitions_history_do_not_starve_scrapes(
+    tmp_path: Path,
+) -> None:
+    entries, clients, scrapes = 20_000, 20, 100
+    state = tmp_path / "state.jsonl"
+    full_history(state, entries)
+    root = copy_fixture("linux-6.18", tmp_path)
+    request = b"GET /transitions HTTP/1.1\r\nHost: test\r\n\r\n"
+    stop = threading.Event()
+    fetched = [0] * clients
+    errors: list[str] = []
+    with run_exporter(
+        root, f"--state.file={state}", f"--transitions.max-history={entries}", tmp=tmp_path
+    ) as exp:
+        c = KeepAliveClient(exp.port, timeout=30)
+        status, body = c.get(request)
+        c.close()
+        assert status == 200 and len(json.loads(body)) == entries  # the full history
+        size = len(body)
+
+        def fetcher(i: int) -> None:
+            buf = bytearray(1 << 20)
+            try:
+                with socket.create_connection(("127.0.0.1", exp.port), timeout=30) as s:
+                    while not stop.is_set():
+                        assert fetch_discarding(s, request, buf) == size
+                        fetched[i] += 1
+            except Exception as e:  # any failure is an error of the run
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=fetcher, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        try:
+            wait_until(lambda: all(fetched), timeout=60, what="every client fetching")
+            latencies, failed = timed_scrapes(KeepAliveClient(exp.port, timeout=30), scrapes)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+    assert errors == [] and failed == 0
+    p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1]
+    print(f"/transitions {size} bytes, {sum(fetched)} fetched; /metrics p99 {p99 * 1e3:.0f} ms")
+    assert p99 < 1.0, f"/metrics p99 {p99:.2f} s beside {clients} /transitions clients"
 
 
 # 100,000 scrapes take about a minute here (2 cores); KSM_EXPORTER_SOAK=N changes the count.

@@ -91,6 +91,7 @@ class Conn:
         "events",
         "fd",
         "last_active",
+        "more",
         "out",
         "parser",
         "peer",
@@ -113,7 +114,8 @@ class Conn:
         self.started = False  # bytes of a handshake or request have arrived
         self.request_started = now  # when they did
         self.parser = RequestParser()
-        self.out: Optional[memoryview] = None
+        self.out: Optional[memoryview] = None  # what to send next
+        self.more: Optional[memoryview] = None  # and after it: the rest of a large body
         self.pending: Optional[Pending] = None  # AUTH, APP
         self.ready = False  # a complete request waits for the next turn
         self.served_turn = -1  # the loop turn of its last request

@@ -1,13 +1,13 @@
 """Routes of the exporter: /metrics, /, /transitions, /-/healthy.
 
 handle() never waits on a read. /metrics answers with a Future that the scraper completes
-by the scrape's deadline (the server's loop awaits it without blocking); the other routes
-answer at once from what the watcher keeps."""
+by the scrape's deadline (the server's loop awaits it without blocking); /transitions
+with its cached serialisation, or a Future while a new history is rendered; the other
+routes answer at once from what the watcher keeps."""
 
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
@@ -21,6 +21,7 @@ from ksm_exporter.collectors.registry import BY_NAME
 from ksm_exporter.daemon.health import Health
 from ksm_exporter.daemon.scrape import Scraper, scrape_timeout
 from ksm_exporter.daemon.web.landing import render_landing
+from ksm_exporter.daemon.web.transitions_json import TransitionsDocument, mapped
 from ksm_exporter.readers.vm_processes import VmProcess
 from ksm_exporter.state.snapshot import Snapshot
 from ksm_exporter.state.transitions import TrackerState
@@ -102,11 +103,13 @@ class ExporterApp:
         self.scraper = scraper
         self.watched = watched
         self.telemetry_path = telemetry_path
+        self._transitions = TransitionsDocument()
 
     def handle(
         self, method: str, path: str, headers: dict[str, str]
     ) -> Response | Future[Response]:
-        """`headers` with lower-case names. /metrics gives a Future, the rest a Response."""
+        """`headers` with lower-case names. A Response, or a Future of one (/metrics, and
+        /transitions while it renders)."""
         if method not in ("GET", "HEAD"):
             r = Response.text(405, "method not allowed")
             r.headers.append(("Allow", "GET, HEAD"))
@@ -122,9 +125,9 @@ class ExporterApp:
                 self.watched.vms(),
             )
             return Response(200, "text/html; charset=utf-8", html.encode())
-        if path == "/transitions":
-            history = [t.to_json() for t in self.watched.transitions().history]
-            return Response(200, "application/json", json.dumps(history, indent=1).encode())
+        if path == "/transitions":  # cached, rendered off the loop: transitions_json.py
+            body = self._transitions.get(self.watched.transitions().history)
+            return mapped(body, lambda b: Response(200, "application/json", b))
         if path == "/-/healthy":
             ok, why = self.watched.health()
             return Response.text(200 if ok else 503, why)

@@ -154,22 +154,13 @@ class RequestParser:
         return parse_request(head)
 
 
-def response(
-    status: int,
-    headers: Iterable[tuple[str, str]],
-    body: bytes,
-    *,
-    close: bool,
-    head_only: bool = False,
-) -> bytes:
-    """Status line, `headers`, Content-Length (and Connection: close), and the body (not
-    for a HEAD): one buffer, so that the answer goes out in one send(). Header values
-    must be Latin-1 (webconfig checks the configured ones)."""
+def head(status: int, fields: Iterable[tuple[str, str]], length: int, *, close: bool) -> bytes:
+    """Status line, `fields`, Content-Length (and Connection: close) and the blank line.
+    Field values must be Latin-1 (webconfig checks the configured ones)."""
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, '')}"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    lines.append(f"Content-Length: {len(body)}")
+    lines += [f"{k}: {v}" for k, v in fields]
+    lines.append(f"Content-Length: {length}")
     if close:
         lines.append("Connection: close")
     lines.append("\r\n")
-    out = "\r\n".join(lines).encode("latin-1")
-    return out if head_only else out + body
+    return "\r\n".join(lines).encode("latin-1")

@@ -166,12 +166,12 @@ def parse_response(raw: bytes, method: str = "GET") -> http.client.HTTPResponse:
     return r
 
 
-def test_a_response_is_framed_in_one_buffer() -> None:
-    raw = http1.response(200, [("Content-Type", "text/plain")], b"hello", close=False)
-    r = parse_response(raw)
+def test_a_response_head() -> None:
+    raw = http1.head(200, [("Content-Type", "text/plain")], 5, close=False)
+    r = parse_response(raw + b"hello")
     assert (r.status, r.reason, r.getheader("Content-Length")) == (200, "OK", "5")
     assert r.read() == b"hello" and r.getheader("Connection") is None
-    raw = http1.response(404, [], b"gone", close=True, head_only=True)
+    raw = http1.head(404, [], 4, close=True)
     r = parse_response(raw, "HEAD")
     assert r.status == 404 and r.getheader("Connection") == "close"
     assert r.getheader("Content-Length") == "4" and raw.endswith(b"\r\n\r\n")
