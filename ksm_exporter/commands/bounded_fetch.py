@@ -27,9 +27,9 @@ from ksm_exporter.readers import describe_error
 from ksm_exporter.state.bounded_reads import in_thread
 
 TIMEOUT_SECONDS = 10.0
-# The exporter's largest /transitions (--transitions.max-history 20000, ~420 bytes an
-# entry) is about 8.4 MB; the state file is read up to 8 MiB too.
-# 16 MiB bounds the memory (the JSON parsed is a few times that) and holds it twice over.
+# The most the exporter's /transitions serves (daemon/web/transitions_json.py MAX_BYTES:
+# the oldest entries are left out past it); it bounds the memory too (the JSON parsed takes
+# a few times that).
 MAX_BODY_BYTES = 16 * 2**20
 MAX_REDIRECTS = 3
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -9,8 +9,15 @@ import time
 
 import pytest
 
-from ksm_exporter.commands.bounded_fetch import BadUrl, FetchError, fetch, fetch_json
+from ksm_exporter.commands.bounded_fetch import (
+    MAX_BODY_BYTES,
+    BadUrl,
+    FetchError,
+    fetch,
+    fetch_json,
+)
 from ksm_exporter.commands.transitions import from_url
+from ksm_exporter.daemon.web import transitions_json
 from tests.support.hostile_http import drip, endless, hostile_server, ok, raw, redirect
 
 ENTRY = {"from": "stopped", "to": "running", "run": 1, "timestamp": 1.0e9}
@@ -101,3 +108,7 @@ def test_only_http_urls(url: str) -> None:
 def test_garbage_instead_of_http_is_one_error() -> None:
     with hostile_server(raw(b"SSH-2.0-OpenSSH_9.2\r\n" * 3)) as url, pytest.raises(FetchError):
         fetch(url, timeout=5)
+
+
+def test_the_bound_holds_the_largest_page_the_exporter_serves() -> None:
+    assert MAX_BODY_BYTES >= transitions_json.MAX_BYTES
