@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "rules"))
 from generate_rules import (
@@ -91,7 +91,7 @@ def target(expr: str, legend: str = "{{instance}}", *, instant: bool = False) ->
 # counts of nodes in trouble turn orange or red from 1, neutral figures take the palette.
 GOOD = "green"
 NEUTRAL = "blue"
-Steps = list[tuple[float | None, str]]
+Steps = list[tuple[Optional[float], str]]
 PLAIN: Steps = [(None, NEUTRAL)]
 LOSS_RED: Steps = [(None, "red"), (0, GOOD)]
 

@@ -105,7 +105,7 @@ def table(history: Sequence[Transition]) -> list[str]:
     return [
         "  ".join(
             cell.rjust(w) if i in RIGHT else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            for i, (cell, w) in enumerate(zip(row, widths))
         ).rstrip()
         for row in rows
     ]

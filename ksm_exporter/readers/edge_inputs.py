@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Optional
 
 from ksm_exporter.model.derived import KIB, page_size
 from ksm_exporter.model.edge_cause import (
@@ -28,7 +29,7 @@ from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.readers.processes import ProcessNames, read_process_names
 
 # Who made an edge into `run`, given the memory read with it (edge_explainer).
-EdgeExplainer = Callable[[int, MemInfo | None], EdgeContext]
+EdgeExplainer = Callable[[int, Optional[MemInfo]], EdgeContext]
 
 # Every PID namespace has a pid 1 and it is root's: when we cannot name it, processes of
 # other users are hidden from us (hidepid=2 leaves them out of the listing, hidepid=1

@@ -142,6 +142,10 @@ class BasicAuth:
         import bcrypt
 
         hashed = self.users.get(user)
+        if hashed is not None and not _BCRYPT_HASH.match(hashed.decode("latin-1")):
+            # bcrypt 4.0 to 4.1 panic (a BaseException) on some malformed hashes: such a
+            # user is checked like an unknown one, same time, always False.
+            hashed = None
         try:
             ok = bcrypt.checkpw(password.encode(), hashed or self._decoy) and hashed is not None
         except Exception:  # ValueError: over 72 bytes, a hash bcrypt will not take, ...

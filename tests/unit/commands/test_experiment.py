@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import psutil
 import pytest
@@ -203,7 +204,7 @@ class FakeSettings:
         return "20"
 
 
-Look = tuple[float, int, int, int | None]
+Look = tuple[float, int, int, Optional[int]]
 
 
 def wait_on(looks: list[Look], k: int = 2, run_file: int = 1) -> tuple[float | None, str]:

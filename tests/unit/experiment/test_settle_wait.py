@@ -91,7 +91,9 @@ def test_any_looks_settle_on_the_window_since_the_latest_scan_k_scans_ago(
         scans += advance
         looks.append((scans, sharing))
     samples: list[tuple[int, int]] = []
-    for (scans, sharing), got in zip(looks, settled_after_each(k, looks), strict=True):
+    settled = settled_after_each(k, looks)
+    assert len(settled) == len(looks)
+    for (scans, sharing), got in zip(looks, settled):
         if not samples or scans > samples[-1][0]:
             samples.append((scans, sharing))
         old_enough = [i for i, (s, _) in enumerate(samples) if s <= scans - k]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 
 from ksm_exporter.readers.sysfs_ksm import KsmReading
@@ -10,8 +12,10 @@ from ksm_exporter.state.snapshot import Snapshot
 
 STOPPED, RUNNING, UNMERGING = 0, 1, 2
 
-Look = tuple[float, int | None, int | None, int | None]  # time, run, full_scans, pages_sharing
-After = tuple[bool, float | None]  # settled, duration after the look
+Look = tuple[
+    float, Optional[int], Optional[int], Optional[int]
+]  # time, run, full_scans, pages_sharing
+After = tuple[bool, Optional[float]]  # settled, duration after the look
 NOT = (False, None)
 
 
