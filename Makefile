@@ -2,7 +2,7 @@ VENV ?= .venv
 LISTEN ?= :9941
 ARGS ?=
 
-.PHONY: bootstrap run test test-unit test-system lint fmt golden bench clean
+.PHONY: bootstrap run test test-unit test-system test-pythons lint fmt golden bench clean
 
 bootstrap:
 	scripts/bootstrap $(VENV)
@@ -18,9 +18,16 @@ fmt: bootstrap
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Everything: lint, the unit tier, the system tier (real KSM, packaging, nspawn, Prometheus).
+# Everything: lint, the unit tier on every other supported Python, then the whole
+# suite here (unit and system tiers: real KSM, packaging, nspawn, Prometheus).
 test: bootstrap lint
+	scripts/test-pythons --covered-by $(VENV)/bin/python
 	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+# The unit tier on Python 3.9 (lowest dependency versions) to 3.13, each in a cached venv;
+# a Python that is not installed is one SKIPPED line (scripts/test-pythons).
+test-pythons:
+	scripts/test-pythons $(ARGS)
 
 # The package's modules on fixture trees: no root, no packaging, no container.
 test-unit: bootstrap
