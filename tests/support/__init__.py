@@ -36,6 +36,19 @@ def copy_fixture(name: str, dest: Path) -> Path:
     return root
 
 
+def copy_checkout(dest: Path) -> Path:
+    """The checkout's tree at dest, less what git and the builds leave (a build from it sees
+    the working tree, uncommitted edits included)."""
+    shutil.copytree(
+        REPO,
+        dest,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
+        ),
+    )
+    return dest
+
+
 def write_ksm(root: Path, name: str, value: object) -> None:
     """Rewrite one file of a fixture tree's KSM directory atomically (no torn reads)."""
     path = root / "sys/kernel/mm/ksm" / name

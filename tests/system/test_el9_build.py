@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from ksm_exporter import __version__
-from tests.support import FIXTURES, REPO
+from tests.support import FIXTURES, REPO, copy_checkout
 from tests.support.pythons import cached_venv, interpreter
 
 pytestmark = pytest.mark.packaging
@@ -115,14 +115,7 @@ def test_el9_toolchain_builds_and_installs_the_wheel_and_sdist(el9: Path, tmp_pa
     assert versions.split() == [v.split("==")[1] for v in TOOLCHAIN]
     assert run(python, "-c", "import sys; print(sys.version_info[:2])").strip() == "(3, 9)"
 
-    src = tmp_path / "src"
-    shutil.copytree(
-        REPO,
-        src,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
-        ),
-    )
+    src = copy_checkout(tmp_path / "src")
     dist = tmp_path / "dist"
     dist.mkdir()
     sdist_name = run(

@@ -26,7 +26,7 @@ import pytest
 
 from ksm_exporter import __version__
 from ksm_exporter.flags.serve import parser as serve_parser
-from tests.support import FIXTURES, REPO, NotifySocket, listening_process, wait_until
+from tests.support import FIXTURES, REPO, NotifySocket, copy_checkout, listening_process, wait_until
 from tests.support.nspawn import built_deb
 
 PACKAGING = REPO / "packaging"
@@ -480,14 +480,7 @@ def test_deb_installs_runs_and_purges(installed_deb: Path, tmp_path: Path) -> No
 
 def test_python_build_makes_wheel_and_sdist(tmp_path: Path) -> None:
     pytest.importorskip("build", reason="the `build` package is in the test extra")
-    src = tmp_path / "src"
-    shutil.copytree(
-        REPO,
-        src,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
-        ),
-    )
+    src = copy_checkout(tmp_path / "src")
     out = tmp_path / "dist"
     # The default: the sdist first, then the wheel from the unpacked sdist, so a file
     # missing from the sdist breaks the wheel too.
