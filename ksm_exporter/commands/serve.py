@@ -45,6 +45,7 @@ from ksm_exporter.readers import Paths, describe_error, read_regular_file
 from ksm_exporter.readers.edge_inputs import edge_explainer
 from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.shell_assignments import parse_assignments
+from ksm_exporter.state.history import History
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.notices import Notices
 from ksm_exporter.state.read_errors import ProcessReadErrors, ReadErrors
@@ -190,6 +191,9 @@ def build(args: argparse.Namespace) -> Daemon:
     monitor = KsmMonitor(paths, tracker, read_errors, state_file, explain)
     monitor.add_listener(log_transition)
     monitor.add_snapshot_observer(settle.observe_snapshot)
+    history = History(restored)  # the landing page's chart, fed by the watcher
+    monitor.add_snapshot_observer(history.observe)
+    monitor.add_listener(history.note_edge)
     watcher = Watcher(monitor, args.watch_interval, notices)
     enabled = enabled_collectors(args)
     # Made first and handed down at construction: the server beats and counts into them,
@@ -219,6 +223,7 @@ def build(args: argparse.Namespace) -> Daemon:
         transitions=tracker.state,
         health=liveness,
         vms=lambda: scraper.latest_vms,
+        history=history,
     )
     app = ExporterApp(scraper, watched, args.telemetry_path)
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()

@@ -8,9 +8,10 @@ routes answer at once from what the watcher keeps."""
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
@@ -20,9 +21,10 @@ from prometheus_client.exposition import choose_encoder
 from ksm_exporter.collectors.registry import BY_NAME
 from ksm_exporter.daemon.health import Health
 from ksm_exporter.daemon.scrape import Scraper, scrape_timeout
-from ksm_exporter.daemon.web.landing import render_landing
+from ksm_exporter.daemon.web.landing import CSP_HEADER, ChartCache, render_landing
 from ksm_exporter.daemon.web.transitions_json import TransitionsDocument, mapped
 from ksm_exporter.readers.vm_processes import VmProcess
+from ksm_exporter.state.history import History
 from ksm_exporter.state.snapshot import Snapshot
 from ksm_exporter.state.transitions import TrackerState
 
@@ -55,6 +57,7 @@ class Watched:
     # The VMs of the latest scrape, as the scraper publishes them (the landing page
     # shows, never reads); None: the process collector is off or has not run yet.
     vms: Callable[[], Sequence[VmProcess] | None] = lambda: None
+    history: History | None = None  # the chart's points (None: no chart)
 
 
 # Below this size gzip costs more CPU than the bytes it saves on a LAN.
@@ -104,6 +107,9 @@ class ExporterApp:
         self.watched = watched
         self.telemetry_path = telemetry_path
         self._transitions = TransitionsDocument()
+        # The landing page and /history are drawn by one worker, off the HTTP loop.
+        self._pages = ThreadPoolExecutor(1, thread_name_prefix="ksm-page")
+        self._chart = None if watched.history is None else ChartCache(watched.history)
 
     def handle(
         self, method: str, path: str, headers: dict[str, str]
@@ -118,13 +124,9 @@ class ExporterApp:
         if path == self.telemetry_path:
             return self.metrics(query, headers)
         if path == "/":
-            html = render_landing(
-                self.watched.snapshot(),
-                self.watched.transitions(),
-                self.telemetry_path,
-                self.watched.vms(),
-            )
-            return Response(200, "text/html; charset=utf-8", html.encode())
+            return self._pages.submit(self.landing)
+        if path == "/history" and self.watched.history is not None:
+            return self._pages.submit(self.history, self.watched.history)
         if path == "/transitions":  # cached, rendered off the loop: transitions_json.py
             body = self._transitions.get(self.watched.transitions().history)
             return mapped(body, lambda b: Response(200, "application/json", b))
@@ -132,6 +134,22 @@ class ExporterApp:
             ok, why = self.watched.health()
             return Response.text(200 if ok else 503, why)
         return Response.text(404, "not found")
+
+    def landing(self) -> Response:
+        state = self.watched.transitions()
+        html = render_landing(
+            self.watched.snapshot(),
+            state,
+            self.telemetry_path,
+            self.watched.vms(),
+            "" if self._chart is None else self._chart.svg(state),
+        )
+        return Response(200, "text/html; charset=utf-8", html.encode(), [CSP_HEADER])
+
+    def history(self, history: History) -> Response:
+        """The chart's points as JSON, for `transitions --plot --url`."""
+        body = json.dumps(history.series().to_json(), allow_nan=False).encode()
+        return Response(200, "application/json", body)
 
     def selected(self, query: str) -> Sequence[str] | str:
         """The collectors ?collect[]=NAME asks for (all enabled ones without it), or why

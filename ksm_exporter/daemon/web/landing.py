@@ -1,22 +1,28 @@
-"""The landing page at /: what this is, where the metrics are, KSM now, the VMs KSM
-merges, the latest edges."""
+"""The landing page at /: what this is, where the metrics are, the last day as a picture,
+KSM now, the VMs KSM merges, the latest edges."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 
 from ksm_exporter import __version__
+from ksm_exporter.model.chart import render_svg, window
 from ksm_exporter.model.derived import mebibytes, page_size, run_state, saved_bytes, sharing_ratio
 from ksm_exporter.model.edge_cause import cause_text, edge_rule_text
 from ksm_exporter.model.qemu import present_identifiers
 from ksm_exporter.readers.vm_processes import VmProcess
+from ksm_exporter.state.history import History, marks_of
 from ksm_exporter.state.snapshot import Snapshot
 from ksm_exporter.state.transitions import TrackerState
 
+# Everything inline: the page is sent with CSP_HEADER (no script, no external asset).
+CSP_HEADER = ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
 _STYLE = (
-    "body{font-family:sans-serif;margin:2em;max-width:60em}"
+    "body{font-family:sans-serif;margin:2em;max-width:62em}svg.ksm-chart{max-width:100%;"
+    "height:auto}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;"
     "text-align:right}th{background:#eee}td.l,th.l{text-align:left}"
 )
@@ -97,9 +103,11 @@ def render_landing(
     state: TrackerState,
     telemetry_path: str,
     processes: Sequence[VmProcess] | None = None,
+    chart: str = "",
 ) -> str:
     """`snap`: the watcher's latest poll (None before the first); `processes`: the VMs of
-    the latest scrape, None when the per-VM collector is off or has not run yet."""
+    the latest scrape, None when the per-VM collector is off or has not run yet; `chart`:
+    the history's picture (ChartCache.svg), an <svg> element."""
     rows = "".join(
         f"<tr><th class=l>{escape(k)}</th><td class=l>{escape(val)}</td></tr>"
         for k, val in summary_rows(snap)
@@ -126,6 +134,7 @@ def render_landing(
         f"<h1>KSM Exporter</h1><p>Version {escape(__version__)}. "
         f'<a href="{path}">Metrics</a> · <a href="transitions">Transitions (JSON)</a> · '
         '<a href="-/healthy">Health</a></p>'
+        f"{f'<h2>The last day</h2>{chart}' if chart else ''}"
         f"<h2>KSM now</h2><table>{rows}</table>{vms}"
         "<h2>Latest transitions</h2><table><tr><th class=l>Time</th><th class=l>From</th>"
         "<th class=l>To</th><th>Used MB</th><th>Free MB</th><th>Available MB</th>"
@@ -133,3 +142,29 @@ def render_landing(
         "and free &gt; threshold</th><th class=l>Cause</th></tr>"
         f"{edges}</table></body></html>"
     )
+
+
+# The landing page's picture covers the last day (or less, from the first point).
+CHART_SECONDS = 86400.0
+
+
+class ChartCache:
+    """The history's SVG, drawn again only when the history or the edges changed: the
+    page is rendered off the HTTP loop (one worker), and mostly reuses this."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self._key: tuple[int, int, float] | None = None
+        self._svg = ""
+
+    def svg(self, state: TrackerState) -> str:
+        edges = state.history
+        key = (self.history.version, len(edges), edges[-1].timestamp if edges else 0.0)
+        if key != self._key:
+            now = time.time()
+            series = self.history.series(since=now - CHART_SECONDS)
+            marks = marks_of(edges)
+            start, end = window(series, marks, now, CHART_SECONDS)
+            self._svg = render_svg(series, marks, start, end, "KSM and free memory, last day")
+            self._key = key
+        return self._svg
