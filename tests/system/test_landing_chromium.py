@@ -287,4 +287,4 @@ def test_the_landing_page_in_chromium_after_a_day(exporter: tuple[Daemon, str]) 
     assert all(f"cause: {t.cause.value}" in tip for t, tip in zip(edges, tooltips))
     assert f"cause: other ({HOSTILE_CONTROLLER})" in tooltips[0]
     assert "cause: other (mom)" in " ".join(tooltips)
-    assert "<td class=\"l\">&lt;img src=x onerror=\"alert(1)\"&gt;</td>" in dump  # as text
+    assert '<td class="l">&lt;img src=x onerror="alert(1)"&gt;</td>' in dump  # as text

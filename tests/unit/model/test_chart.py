@@ -92,7 +92,9 @@ def test_the_threshold_is_drawn_only_when_known_and_gaps_are_not_bridged() -> No
     rows = [[NOW - 7200 + 60 * i, GIB, GIB, GIB, NAN, NAN, 0.0] for i in range(30)]
     rows += [[NOW - 1800 + 60 * i, GIB, GIB, GIB, NAN, NAN, 0.0] for i in range(30)]
     root = parse(render_svg(Series.from_rows(rows), [], NOW - 7200, NOW))
-    d = next(p.get("d") for p in root.iter(f"{SVG}path") if p.get("data-series") == "mem_free_bytes")
+    d = next(
+        p.get("d") for p in root.iter(f"{SVG}path") if p.get("data-series") == "mem_free_bytes"
+    )
     assert d is not None and d.count("M") == 2
 
 
