@@ -14,12 +14,15 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ksm_exporter.commands.bounded_fetch import BadUrl, FetchError, fetch_json
+from ksm_exporter.commands.transitions_plot import PictureError, write_picture
+from ksm_exporter.model.chart import BadSeries, Series
 from ksm_exporter.model.derived import RunState, mebibytes
 from ksm_exporter.model.edge_cause import Cause, cause_text, edge_rule_text
 from ksm_exporter.model.terminal_text import shown
@@ -48,14 +51,20 @@ def transitions_url(url: str) -> str:
     return url if url.endswith("/transitions") else url + "/transitions"
 
 
-def from_url(url: str) -> tuple[list[Transition], list[str]]:
-    """The history a running exporter serves, and `entry N: why` for each bad entry."""
+def get_json(url: str) -> object:
+    """The JSON a running exporter answers at `url` (bounded: bounded_fetch.py);
+    SourceError says why not."""
     try:
-        entries = fetch_json(url)
+        return fetch_json(url)
     except BadUrl as e:
         raise SourceError(f"--url {url}: {e}") from None
     except FetchError as e:
         raise SourceError(f"cannot read {url}: {e}") from None
+
+
+def from_url(url: str) -> tuple[list[Transition], list[str]]:
+    """The history a running exporter serves, and `entry N: why` for each bad entry."""
+    entries = get_json(url)
     if not isinstance(entries, list):
         raise SourceError(f"{url} did not answer a list of transitions")
     out: list[Transition] = []
@@ -66,6 +75,15 @@ def from_url(url: str) -> tuple[list[Transition], list[str]]:
         except ValueError as e:  # BadEntry: says what is wrong with it
             problems.append(f"entry {n}: {e}")
     return out, problems
+
+
+def series_from_url(url: str) -> Series:
+    """The points of the exporter's chart (its /history), for --plot."""
+    url = url.rstrip("/").removesuffix("/transitions") + "/history"
+    try:
+        return Series.from_json(get_json(url))
+    except BadSeries as e:
+        raise SourceError(f"{url}: {e}") from None
 
 
 def from_state_file(path: Path) -> tuple[list[Transition], list[str]]:
@@ -213,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as e:  # a reason phrase, a path: escaped for the terminal
         print(f"{PROG}: {shown(str(e))}", file=sys.stderr)
         return 1
+    if args.plot is not None:
+        return plot(args, history, problems)
     if args.json:
         doc = {
             "transitions": [t.to_json() for t in history],
@@ -232,5 +252,26 @@ def run(args: argparse.Namespace) -> int:
             f"{PROG}: {shown(source)}: skipped {shown('; '.join(problems))}",
             file=sys.stderr,
         )
+        return 1
+    return 0
+
+
+def plot(args: argparse.Namespace, history: list[Transition], problems: list[str]) -> int:
+    """--plot FILE: the landing page's picture from the exporter's history, or what the
+    state file's edges alone tell."""
+    series = None
+    if args.state_file is None:
+        try:
+            series = series_from_url(args.url)
+        except SourceError as e:  # an exporter without /history: the edges still draw
+            problems.append(f"{e}; drawn from the edges alone")
+    try:
+        write_picture(args.plot, history, series, time.time())
+    except PictureError as e:
+        print(f"{PROG}: --plot {shown(str(args.plot))}: {shown(str(e))}", file=sys.stderr)
+        return 1
+    print(f"Wrote {shown(str(args.plot))} ({len(history)} transitions).")
+    if problems:
+        print(f"{PROG}: skipped {shown('; '.join(problems))}", file=sys.stderr)
         return 1
     return 0

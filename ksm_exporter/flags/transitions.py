@@ -32,4 +32,14 @@ def parser() -> OneLineParser:
         help="read the exporter's --state.file instead",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="FILE.svg|FILE.png",
+        help="draw the landing page's picture instead: free memory against ksmtuned's "
+        "threshold, KSM's running time, each start and stop by cause, the savings (the last "
+        "day from --url; the recorded edges from --state.file). PNG needs the plot extra "
+        "(matplotlib); SVG does not",
+    )
     return p
