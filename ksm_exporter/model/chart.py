@@ -165,8 +165,8 @@ class _Axis:
 
 
 def _path(times: Sequence[float], values: Sequence[float], axis: _Axis) -> str:
-    """One polyline, broken at unobserved points and gaps; averaged per pixel column, so
-    the page stays small whatever the number of points."""
+    """One polyline of byte values on an MB axis, broken at unobserved points and gaps;
+    averaged per pixel column, so the page stays small whatever the number of points."""
     parts: list[str] = []
     pen_down = False
     last_t = -math.inf
@@ -177,7 +177,7 @@ def _path(times: Sequence[float], values: Sequence[float], axis: _Axis) -> str:
         nonlocal pen_down
         if column is None or not acc:
             return
-        y = axis.y(sum(acc) / len(acc))
+        y = axis.y(sum(acc) / len(acc) / MIB)
         parts.append(f"{'L' if pen_down else 'M'}{column} {_num(y)}")
         pen_down = True
 
@@ -317,7 +317,6 @@ def render_svg(
     saved = _Axis(
         start, end, SAVED_TOP, SAVED_BOTTOM, math.ceil(saved_top / saved_step) * saved_step
     )
-    mb = {n: [v / MIB for v in series.columns[n]] for n in (*MEMORY_SERIES, "saved_bytes")}
     out: list[str] = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="ksm-chart" width="{WIDTH}" '
         f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -376,7 +375,7 @@ def render_svg(
     # The series: one path each, the threshold only when known.
     for name in reversed(present):  # ksmtuned's free figure on top
         colour, dash, width, label = SERIES_STYLE[name]
-        d = _path(series.times, mb[name], mem)
+        d = _path(series.times, series.columns[name], mem)
         if d:
             dashes = f' stroke-dasharray="{dash}"' if dash else ""
             out.append(
@@ -387,7 +386,7 @@ def render_svg(
     has_saved = bool(saved_values)
     if has_saved:
         colour, _, width, label = SERIES_STYLE["saved_bytes"]
-        d = _path(series.times, mb["saved_bytes"], saved)
+        d = _path(series.times, series.columns["saved_bytes"], saved)
         out.append(
             f'<path class="series" data-series="saved_bytes" d="{d}" fill="none" '
             f'stroke="{colour}" stroke-width="{width}" stroke-linejoin="round">'

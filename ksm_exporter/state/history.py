@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,12 +90,18 @@ class _Ring:
         else:
             self.start = (self.start + 1) % n
 
-    def points(self) -> list[list[float]]:
-        """Closed points, oldest first, then the open bucket."""
-        n = self.tier.points
-        out = [[column[(self.start + i) % n] for column in self.columns] for i in range(self.size)]
+    def columns_now(self) -> list[list[float]]:
+        """A copy of each field, oldest first, the open bucket last."""
+        n, start, size = self.tier.points, self.start, self.size
+        out = []
+        for column in self.columns:
+            ordered = column[start:] + column[:start] if size == n else column[:size]
+            out.append(ordered.tolist())
         last = self.open_point()
-        return [*out, last] if last is not None else out
+        if last is not None:
+            for values, v in zip(out, last):
+                values.append(v)
+        return out
 
 
 def point_of(snap: Snapshot, threshold: int | None) -> list[float]:
@@ -143,14 +150,16 @@ class History:
         """The points from `since` on, oldest first: each time from the finest ring that
         still holds it."""
         with self._lock:
-            rings = [ring.points() for ring in self._rings]
-        merged: list[list[float]] = []
-        for points in rings:  # finest first; coarser rings add only what is older
-            oldest = merged[0][0] if merged else math.inf
-            merged = [p for p in points if p[0] < oldest] + merged
+            rings = [ring.columns_now() for ring in self._rings]
+        merged = rings[0]
+        for coarser in rings[1:]:  # only what is older than what the finer rings hold
+            oldest = merged[0][0] if merged[0] else math.inf
+            keep = bisect_left(coarser[0], oldest)
+            merged = [c[:keep] + m for c, m in zip(coarser, merged)]
         if since is not None:
-            merged = [p for p in merged if p[0] >= since]
-        return Series.from_rows(merged)
+            first = bisect_left(merged[0], since)
+            merged = [c[first:] for c in merged]
+        return Series(merged[0], dict(zip(COLUMNS, merged[1:])))
 
 
 def marks_of(history: Iterable[Transition]) -> list[Mark]:
