@@ -21,7 +21,7 @@ from datetime import datetime
 
 from ksm_exporter.model.chart import COLUMNS, Mark, Series
 from ksm_exporter.model.derived import KIB, saved_bytes
-from ksm_exporter.model.edge_cause import cause_text, free_vs_threshold
+from ksm_exporter.model.edge_cause import cause_text, edge_rule_text
 from ksm_exporter.readers.ksmtuned import free_kb
 from ksm_exporter.state.snapshot import Snapshot
 from ksm_exporter.state.transitions import Transition
@@ -172,8 +172,7 @@ def marks_of(history: Iterable[Transition]) -> list[Mark]:
         label = (
             f"{datetime.fromtimestamp(t.timestamp).strftime('%Y-%m-%d %H:%M:%S')} "
             f"{before} -> {t.to_state.value}, cause: {cause_text(t.cause, t.controller)}; "
-            f"ksmtuned free / threshold MB: "
-            f"{free_vs_threshold(t.ksmtuned_free_bytes, t.ksmtuned_threshold_bytes)}"
+            f"ksmtuned (MB): {edge_rule_text(t)}"
         )
         marks.append(Mark(t.timestamp, t.to_state.value, t.cause.value, label, free))
     return marks

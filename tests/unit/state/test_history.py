@@ -99,7 +99,8 @@ def test_edges_become_marks_with_their_cause_and_a_state_file_alone_gives_points
         (RunState.RUNNING.value, "ksmtuned", 5 * GIB),
         (RunState.STOPPED.value, "other", 5 * GIB),  # MemFree when ksmtuned's is unknown
     ]
-    assert "cause: ksmtuned" in marks[0].label and "5120 < 6144" in marks[0].label
+    assert "cause: ksmtuned" in marks[0].label
+    assert "free 5120 < threshold 6144" in marks[0].label
     assert "cause: other (mom<b>)" in marks[1].label  # escaped by the renderer, not here
     s = series_of_edges(history)
     assert s.times == [T0 + 60, T0 + 120]
