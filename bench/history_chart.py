@@ -20,15 +20,15 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from ksm_exporter.commands.serve import Daemon, build
+from ksm_exporter.commands.serve import Daemon
 from ksm_exporter.daemon.web.app import Response
-from ksm_exporter.flags.serve import parser as serve_parser
 from ksm_exporter.model.edge_cause import Cause, EdgeContext
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.readers.sysfs_ksm import KsmReading
 from ksm_exporter.state.history import TIERS, budget_bytes
 from ksm_exporter.state.snapshot import Snapshot
 from tests.support import FIXTURES
+from tests.support.in_process import built_daemon
 
 GIB = 2**30
 
@@ -86,18 +86,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=30)
     args = p.parse_args()
-    root = FIXTURES / "linux-6.18"
-    d = build(
-        serve_parser().parse_args(
-            [
-                "--web.listen-address=127.0.0.1:0",
-                f"--path.sysfs={root}/sys",
-                f"--path.procfs={root}/proc",
-                "--collector.ksmtuned.config=/nonexistent",
-            ]
-        )
-    )
-    try:
+    with built_daemon(FIXTURES / "linux-6.18", "--collector.ksmtuned.config=/nonexistent") as d:
         app = d.server.app
         history = app.watched.history
         d.watcher.poll_once()
@@ -122,9 +111,6 @@ def main() -> None:
         render_cached = timed(lambda: get(d, "/"), args.runs)
         scrape_full = timed(lambda: get(d, "/metrics"), args.runs)
         page = get(d, "/").body
-    finally:
-        d.server.server_close()
-        d.scraper.shutdown()
     rings = ", ".join(f"{t.points} x {t.step:g} s" for t in TIERS)
     print(f"history rings: {rings}; arrays {budget_bytes() / 1024:.0f} KiB (fixed)")
     print(f"polls fed: {polls} (8 days every 5 s); points kept: {points}")

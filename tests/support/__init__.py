@@ -4,6 +4,7 @@ the port it bound itself, a stand-in for systemd's notify socket."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -281,6 +282,22 @@ def run_exporter(
     with listening_process(
         exporter_command(*args, *extra), tmp, "exporter", env={**os.environ, **(env or {})}
     ) as exporter:
+        yield exporter
+
+
+@contextlib.contextmanager
+def exporter_after_a_start(tmp_path: Path) -> Iterator[RunningExporter]:
+    """The exporter on a copy of linux-6.18 (no ksmtuned.conf), once its watcher has
+    recorded one start of KSM."""
+    root = copy_fixture("linux-6.18", tmp_path)
+    no_conf = f"--collector.ksmtuned.config={tmp_path}/absent.conf"
+    with run_exporter(root, no_conf, tmp=tmp_path) as exporter:
+        write_ksm(root, "run", 1)
+        # The watcher records the edge within one interval: wait for it, not for a scrape.
+        wait_until(
+            lambda: len(json.loads(exporter.get("/transitions")[1])) == 1,
+            what="the edge recorded",
+        )
         yield exporter
 
 

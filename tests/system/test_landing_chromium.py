@@ -29,8 +29,7 @@ from types import SimpleNamespace
 import pytest
 
 import ksm_exporter.state.monitor as monitor_module
-from ksm_exporter.commands.serve import Daemon, build
-from ksm_exporter.flags.serve import parser as serve_parser
+from ksm_exporter.commands.serve import Daemon
 from ksm_exporter.model.derived import page_size
 from ksm_exporter.model.edge_cause import Cause
 from tests.support import FIXTURES, write_ksm
@@ -41,6 +40,7 @@ from tests.support.fake_procfs import (
     write_ksmtuned_node,
     write_process,
 )
+from tests.support.in_process import built_daemon
 
 REPO = Path(__file__).parents[2]
 ARTEFACTS = Path(os.environ.get("TEST_ARTEFACTS", REPO / "build" / "test-artefacts"))
@@ -208,25 +208,18 @@ def exporter(tmp_path: Path) -> Iterator[tuple[Daemon, str]]:
         "controller": HOSTILE_CONTROLLER,
     }
     (tmp_path / "state").write_text(json.dumps(restored) + "\n")
-    args = serve_parser().parse_args(
-        [
-            "--web.listen-address=127.0.0.1:0",
-            f"--path.sysfs={root}/sys",
-            f"--path.procfs={root}/proc",
-            f"--state.file={tmp_path}/state",
-            f"--collector.ksmtuned.config={FIXTURES / 'ksmtuned' / 'stock.conf'}",
-            "--no-collector.vmstat",
-        ]
-    )
-    d = build(args)
-    try:
+    with built_daemon(
+        root,
+        f"--state.file={tmp_path}/state",
+        f"--collector.ksmtuned.config={FIXTURES / 'ksmtuned' / 'stock.conf'}",
+        "--no-collector.vmstat",
+    ) as d:
         scripted_day(d, Node(root), start)
         d.server.serve_in_thread()
-        yield d, f"http://127.0.0.1:{d.server.port}"
-    finally:
-        d.server.shutdown()
-        d.server.server_close()
-        d.scraper.shutdown()
+        try:
+            yield d, f"http://127.0.0.1:{d.server.port}"
+        finally:
+            d.server.shutdown()
 
 
 def chromium(url: str, *args: str) -> subprocess.CompletedProcess[str]:

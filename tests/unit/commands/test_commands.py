@@ -18,9 +18,9 @@ from tests.support import (
     FIXTURES,
     REPO,
     copy_fixture,
+    exporter_after_a_start,
     exporter_command,
     run_cli,
-    run_exporter,
     wait_until,
     write_ksm,
 )
@@ -255,15 +255,7 @@ def test_watch_explain_keeps_printing_when_a_proc_read_hangs(tmp_path: Path) -> 
 
 
 def test_transitions_from_a_running_exporter(tmp_path: Path) -> None:
-    root = copy_fixture("linux-6.18", tmp_path)
-    no_conf = f"--collector.ksmtuned.config={tmp_path}/absent.conf"
-    with run_exporter(root, no_conf, tmp=tmp_path) as exporter:
-        write_ksm(root, "run", 1)
-        # The watcher records the edge within one interval: wait for it, not for a scrape.
-        wait_until(
-            lambda: len(json.loads(exporter.get("/transitions")[1])) == 1,
-            what="the edge recorded",
-        )
+    with exporter_after_a_start(tmp_path) as exporter:
         r = run_cli("transitions", f"--url=http://127.0.0.1:{exporter.port}")
     assert r.returncode == 0 and r.stderr == "", r.stderr
     _header, row, _blank, starts, _rule = r.stdout.splitlines()

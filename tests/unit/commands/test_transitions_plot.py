@@ -14,7 +14,7 @@ from ksm_exporter.model.edge_cause import Cause, EdgeContext
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.state.state_file import StateFile
 from ksm_exporter.state.transitions import TransitionTracker
-from tests.support import copy_fixture, run_cli, run_exporter, wait_until, write_ksm
+from tests.support import exporter_after_a_start, run_cli
 
 SVG = "{http://www.w3.org/2000/svg}"
 GIB = 2**30
@@ -90,14 +90,7 @@ def test_png_with_matplotlib_and_a_clear_error_for_another_suffix(
 
 
 def test_from_a_running_exporter_the_picture_of_its_page(tmp_path: Path) -> None:
-    root = copy_fixture("linux-6.18", tmp_path)
-    no_conf = f"--collector.ksmtuned.config={tmp_path}/absent.conf"
-    with run_exporter(root, no_conf, tmp=tmp_path) as exporter:
-        write_ksm(root, "run", 1)
-        wait_until(
-            lambda: len(json.loads(exporter.get("/transitions")[1])) == 1,
-            what="the edge recorded",
-        )
+    with exporter_after_a_start(tmp_path) as exporter:
         history = json.loads(exporter.get("/history")[1])
         assert history["columns"][0] == "time" and history["points"]
         out = tmp_path / "ksm.svg"

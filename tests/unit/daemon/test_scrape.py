@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from ksm_exporter.collectors.source import Collected, ScrapeContext
-from ksm_exporter.commands.serve import Daemon, build
+from ksm_exporter.commands.serve import Daemon
 from ksm_exporter.daemon.scrape import (
     DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
@@ -27,6 +27,7 @@ from ksm_exporter.flags.serve import parser as serve_parser
 from ksm_exporter.state.notices import Notices
 from tests.support import copy_fixture, parse_samples, wait_until, write_ksm
 from tests.support.collect import Families
+from tests.support.in_process import built_daemon
 
 
 def test_scrape_timeout_from_prometheus_header() -> None:
@@ -211,19 +212,8 @@ def test_only_the_selected_collectors_run(scraper: tuple[Scraper, Blocking, Bloc
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
     root = copy_fixture("procfs-vms", tmp_path)
-    args = serve_parser().parse_args(
-        [
-            "--web.listen-address=127.0.0.1:0",
-            f"--path.sysfs={root}/sys",
-            f"--path.procfs={root}/proc",
-            f"--state.file={tmp_path}/state",
-            "--no-collector.vmstat",
-        ]
-    )
-    d = build(args)
-    yield d, root
-    d.server.server_close()
-    d.scraper.shutdown()
+    with built_daemon(root, f"--state.file={tmp_path}/state", "--no-collector.vmstat") as d:
+        yield d, root
 
 
 def get(d: Daemon, path: str, headers: dict[str, str] | None = None) -> Response:

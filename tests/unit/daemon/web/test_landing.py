@@ -12,29 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from ksm_exporter.commands.serve import Daemon, build
+from ksm_exporter.commands.serve import Daemon
 from ksm_exporter.daemon.web import landing
 from ksm_exporter.daemon.web.app import Response
-from ksm_exporter.flags.serve import parser as serve_parser
 from ksm_exporter.model.chart import Series
 from tests.support import copy_fixture, write_ksm
+from tests.support.in_process import built_daemon
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
     root = copy_fixture("linux-6.18", tmp_path)
-    args = serve_parser().parse_args(
-        [
-            "--web.listen-address=127.0.0.1:0",
-            f"--path.sysfs={root}/sys",
-            f"--path.procfs={root}/proc",
-            f"--collector.ksmtuned.config={tmp_path}/absent.conf",
-        ]
-    )
-    d = build(args)
-    yield d, root
-    d.server.server_close()
-    d.scraper.shutdown()
+    with built_daemon(root, f"--collector.ksmtuned.config={tmp_path}/absent.conf") as d:
+        yield d, root
 
 
 def get(d: Daemon, path: str) -> Response:
