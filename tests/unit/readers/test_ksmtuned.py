@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ksm_exporter.collectors.registry import process_name_cache
+from ksm_exporter.model.qemu import VmIdentity, vm_identity
 from ksm_exporter.readers.ksmtuned import (
     committed_kb,
     config_changed,
@@ -223,6 +224,20 @@ def test_debian_counts_whole_command_lines_with_enable_kvm() -> None:
     # /usr/libexec/qemu-kvm, not 1003 (no -enable-kvm), whatever their names.
     names = read_process_names(VMS)
     assert committed_kb(VMS, names, 4096, DEBIAN) == 2097152 * 4
+
+
+def test_a_guest_started_by_libvirt_counts_for_debian_not_at_all() -> None:
+    # The real command line of a guest a real libvirtd started (tests/fixtures/cmdlines/):
+    # /usr/bin/qemu-system-x86_64 ..., no -enable-kvm. Fedora's pgrep finds it by name.
+    lines = (FIXTURES / "cmdlines" / "libvirt-debian12.txt").read_text().splitlines()
+    argv = [line for line in lines if not line.startswith("#")]
+    assert not DEBIAN.regex().search(" ".join(argv))
+    assert DEBIAN.regex().search("qemu-system-x86_64 -enable-kvm -m 64 -S")
+    assert FEDORA.regex().search("qemu-system-x86")  # its process name
+    # And the per-VM labels it gives.
+    assert vm_identity(argv, "qemu-system-x86") == VmIdentity(
+        "ksm-exporter-test-libvirt", uuid="6f1c2b9e-3d4a-4e5f-8a7b-9c0d1e2f3a4b"
+    )
 
 
 def test_committed_ignores_a_process_gone_meanwhile() -> None:
