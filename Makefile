@@ -2,7 +2,7 @@ VENV ?= .venv
 LISTEN ?= :9941
 ARGS ?=
 
-.PHONY: bootstrap run test test-unit test-system test-pythons lint fmt golden bench clean
+.PHONY: bootstrap run test test-unit test-system test-pythons lint fmt golden bench clean mixin
 
 bootstrap:
 	scripts/bootstrap $(VENV)
@@ -10,13 +10,22 @@ bootstrap:
 run: bootstrap
 	$(VENV)/bin/ksm-exporter --web.listen-address=$(LISTEN) $(ARGS)
 
+MIXIN_SOURCES = $(shell find mixin -name '*.libsonnet')
+
 lint: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	jsonnetfmt --test $(MIXIN_SOURCES)
 
 fmt: bootstrap
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+	jsonnetfmt -i $(MIXIN_SOURCES)
+
+# The rules, the dashboard and the PrometheusRule, rendered from the monitoring mixin
+# (mixin/, the one source; docs/dashboard-and-alerts.md) with its default configuration.
+mixin:
+	mixin/render .
 
 # Everything: lint, the unit tier on every other supported Python, then the whole
 # suite here (unit and system tiers: real KSM, packaging, nspawn, Prometheus).

@@ -1,14 +1,10 @@
-// ksm-exporter's monitoring mixin: Prometheus recording rules, alerts and the Grafana
-// dashboard. Its files are what mixin/generate.py wrote for the configuration in
-// config.libsonnet, which is also the rules/ and grafana/ files' configuration: to
-// change a threshold, write a JSON file with the keys to change and run
-//   python3 mixin/generate.py --config my-ksm.json --output-dir out/
-// (overriding _config here would change nothing: the generator is the one source).
-{
-  _config:: import 'config.libsonnet',
-  prometheusRules: import 'prometheus_rules.json',
-  prometheusAlerts: import 'prometheus_alerts.json',
-  grafanaDashboards: {
-    'ksm-exporter.json': import '../grafana/ksm-exporter.json',
-  },
-}
+// ksm-exporter's monitoring mixin: Prometheus recording rules (prometheusRules), alerts
+// (prometheusAlerts) and the Grafana dashboard (grafanaDashboards), all from _config
+// (config.libsonnet). Override any key:
+//   (import 'ksm-exporter/mixin.libsonnet') + { _config+:: { ksmSelector: 'job="kvm"' } }
+// Rendering and overriding: docs/dashboard-and-alerts.md.
+(import 'config.libsonnet')
++ (import 'rules/rules.libsonnet')
++ (import 'alerts/alerts.libsonnet')
++ (import 'dashboards/ksm-exporter.libsonnet')
++ (import 'lib/checks.libsonnet')

@@ -1,0 +1,139 @@
+// The alerts. They compute what they judge themselves rather than read the recording
+// rules: another group may run before or after this one (promtool and mixin tooling
+// write the two groups to separate files).
+local promql = import '../lib/promql.libsonnet';
+
+{
+  prometheusAlerts+:: {
+    local c = $._config,
+    local e = promql.new(c),
+    local sel(metric, m=[]) = promql.selector(metric, [c.ksmSelector] + m),
+    local num = promql.num,
+    local pct = promql.pct,
+    // A duration of zero: no `for` / `keep_firing_for` at all.
+    local zero(d) = std.length([ch for ch in std.stringChars(d) if std.member('123456789', ch)]) == 0,
+    local alert(name, expr, duration, summary, description, keepFiringFor='0s') =
+      { alert: name, expr: expr }
+      + (if zero(duration) then {} else { 'for': duration })
+      + (if zero(keepFiringFor) then {} else { keep_firing_for: keepFiringFor })
+      + {
+        labels: { severity: c.ksmSeverities[name] },
+        annotations: {
+          summary: summary,
+          description: description,
+          runbook_url: c.ksmRunbookURLPattern % std.asciiLower(name),
+        },
+      },
+
+    // Names the cause of most of the node's changes in the window (the label `cause` of
+    // ksm_run_transitions_total); exporters without it say so.
+    local topCause =
+      local query = 'topk(1, sum without (state) (increase(ksm_run_transitions_total{%s, instance=%%q}[%s])))' % [
+        c.ksmSelector,
+        c.ksmFlappingWindow,
+      ];
+      '{{ with query (printf `%s` $labels.instance) }}' % query
+      + '{{ with index . 0 }}{{ or .Labels.cause "not reported by this exporter" }}{{ end }}{{ end }}',
+
+    groups+: [
+      {
+        name: 'ksm-exporter.alerts',
+        rules: [
+          alert(
+            'KsmFlapping',
+            e.flapping() + '> %s\n' % num(c.ksmFlappingThreshold),
+            c.ksmFlappingFor,
+            'KSM keeps starting and stopping.',
+            'KSM on {{ $labels.instance }} changed state {{ $value }} times in %s (alert above %s). Cause of most changes: %s.'
+            % [c.ksmFlappingWindow, num(c.ksmFlappingThreshold), topCause],
+            c.ksmFlappingKeepFiringFor,
+          ),
+          alert(
+            'KsmStoppedUnderMemoryPressure',
+            e.stoppedUnderPressure(),
+            c.ksmPressureFor,
+            'KSM is not running although memory is short.',
+            'KSM on {{ $labels.instance }} is {{ $labels.state }} while {{ $value | humanizePercentage }} of memory is available (alert below %s).'
+            % pct(c.ksmPressureAvailableRatio),
+          ),
+          alert(
+            'KsmSavingsCollapsing',
+            e.savingsCollapsing(),
+            c.ksmCollapseFor,
+            "KSM's savings are collapsing while memory is short.",
+            "KSM on {{ $labels.instance }} saves {{ $value | humanizePercentage }} of the node's memory less than it did within %s (alert above %s), while less than %s of memory is available."
+            % [c.ksmCollapseWindow, pct(c.ksmCollapseMemoryRatio), pct(c.ksmPressureAvailableRatio)],
+          ),
+          alert(
+            'KsmSysfsMissing',
+            '%s == 0\n' % sel('ksm_up'),
+            c.ksmSysfsMissingFor,
+            'The kernel offers no KSM to the exporter.',
+            "ksm-exporter on {{ $labels.instance }} cannot read /sys/kernel/mm/ksm (ksm_up is {{ $value }}): a kernel without CONFIG_KSM, or --path.sysfs not pointing at the host's /sys.",
+          ),
+          alert(
+            'KsmExporterDown',
+            '%s == 0\n' % sel('up'),
+            c.ksmExporterDownFor,
+            'ksm-exporter cannot be scraped.',
+            'Prometheus cannot scrape ksm-exporter on {{ $labels.instance }} (up is {{ $value }}): KSM on this node is not watched and no other KSM alert can fire for it.',
+          ),
+          alert(
+            'KsmWastingEffort',
+            |||
+              %(unshared)s * %(page)s
+              > %(min)s * %(total)s
+              and %(unshared)s > %(ratio)s * %(sharing)s
+              and %(settled)s == 1
+            ||| % {
+              unshared: sel('ksm_pages_unshared'),
+              page: sel('ksm_page_size_bytes'),
+              min: num(c.ksmWastingMinMemoryRatio),
+              total: sel('ksm_memory_total_bytes'),
+              ratio: num(c.ksmWastingRatio),
+              sharing: sel('ksm_pages_sharing'),
+              settled: sel('ksm_settled'),
+            },
+            c.ksmWastingFor,
+            'KSM keeps scanning pages that do not merge.',
+            "Settled KSM on {{ $labels.instance }} keeps checking {{ $value | humanize1024 }}B of unique pages, more than %s times what it shares and more than %s of the node's memory."
+            % [num(c.ksmWastingRatio), pct(c.ksmWastingMinMemoryRatio)],
+          ),
+          alert(
+            'KsmNegativeGeneralProfit',
+            |||
+              %s
+              < -%s * %s
+              and %s == 1
+            ||| % [
+              sel('ksm_general_profit_bytes'),
+              num(c.ksmNegativeProfitMemoryRatio),
+              sel('ksm_memory_total_bytes'),
+              sel('ksm_settled'),
+            ],
+            c.ksmNegativeProfitFor,
+            'KSM costs more memory than it saves.',
+            "Settled KSM on {{ $labels.instance }} has a general profit of {{ $value | humanize1024 }}B (alert below -%s of the node's memory): its rmap_items take more memory than merging saves."
+            % pct(c.ksmNegativeProfitMemoryRatio),
+          ),
+          alert(
+            'KsmVmNegativeProfit',
+            '%s < -%d\n' % [sel('ksm_process_profit_bytes'), c.ksmVmNegativeProfitBytes],
+            c.ksmVmNegativeProfitFor,
+            'KSM costs a VM more memory than it saves.',
+            "KSM's profit on VM {{ $labels.vm }} (pid {{ $labels.pid }}) of {{ $labels.instance }} is {{ $value | humanize1024 }}B (alert below -%s MiB)."
+            % num(c.ksmVmNegativeProfitBytes / 1048576),
+          ),
+          alert(
+            'KsmdCpuOverBudget',
+            '%s > %s\n' % [e.ksmdCores(c.ksmdCpuWindow), num(c.ksmdCpuBudgetCores)],
+            c.ksmdCpuFor,
+            'ksmd uses more CPU than its budget.',
+            'ksmd on {{ $labels.instance }} uses {{ $value | printf "%%.2f" }} cores over %s (budget %s).'
+            % [c.ksmdCpuWindow, num(c.ksmdCpuBudgetCores)],
+          ),
+        ],
+      },
+    ],
+  },
+}
