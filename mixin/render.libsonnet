@@ -1,7 +1,9 @@
-// The rendered files, by path under the output directory, for `jsonnet -S -m`:
-//   jsonnet -S -m OUT -e "(import 'render.libsonnet')(CONFIG)"
+// The rendered files for a configuration, by path under the output directory: `json`
+// for `jsonnet -m OUT` (jsonnet's own JSON writer), `text` for `jsonnet -S -m OUT`.
+//   jsonnet -J mixin -m OUT -e "(import 'render.libsonnet')(CONFIG).json"
 // CONFIG holds only the _config keys to change; ksmSeverities merges key by key. Used by
-// `make mixin` (the committed defaults) and by the `render` script beside it.
+// `make mixin` (the committed defaults) and the `render` script beside it.
+local yaml = import 'lib/yaml.libsonnet';
 local base = import 'mixin.libsonnet';
 local defaults = (import 'config.libsonnet')._config;
 
@@ -16,21 +18,25 @@ function(config={})
   |||;
   local groups = mixin.prometheusRules.groups + mixin.prometheusAlerts.groups;
   {
-    'rules/ksm-exporter.rules.yml': header + std.manifestYamlDoc({ groups: groups }, true, false) + '\n',
-    'grafana/ksm-exporter.json': std.manifestJsonEx(mixin.grafanaDashboards['ksm-exporter.json'], '  ') + '\n',
-    // For Prometheus Operator: the same groups as a PrometheusRule in the namespace of
-    // deploy/kubernetes/; a Prometheus whose ruleSelector matches its labels loads it.
-    'deploy/kubernetes/prometheusrule.yaml': header + std.manifestYamlDoc({
-      apiVersion: 'monitoring.coreos.com/v1',
-      kind: 'PrometheusRule',
-      metadata: {
-        name: 'ksm-exporter',
-        namespace: 'monitoring',
-        labels: {
-          'app.kubernetes.io/name': 'ksm-exporter',
-          'app.kubernetes.io/component': 'exporter',
+    json: {
+      'grafana/ksm-exporter.json': mixin.grafanaDashboards['ksm-exporter.json'],
+    },
+    text: {
+      'rules/ksm-exporter.rules.yml': header + yaml.manifest({ groups: groups }),
+      // For Prometheus Operator: the same groups as a PrometheusRule in the namespace of
+      // deploy/kubernetes/; a Prometheus whose ruleSelector matches its labels loads it.
+      'deploy/kubernetes/prometheusrule.yaml': header + yaml.manifest({
+        apiVersion: 'monitoring.coreos.com/v1',
+        kind: 'PrometheusRule',
+        metadata: {
+          name: 'ksm-exporter',
+          namespace: 'monitoring',
+          labels: {
+            'app.kubernetes.io/name': 'ksm-exporter',
+            'app.kubernetes.io/component': 'exporter',
+          },
         },
-      },
-      spec: { groups: groups },
-    }, true, false) + '\n',
+        spec: { groups: groups },
+      }),
+    },
   }

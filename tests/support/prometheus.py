@@ -17,32 +17,32 @@ import pytest
 
 from tests.support import FIXTURES, http_get, listening_process, toolkit_port, wait_until
 from tests.support.dashboard_queries import fill, load_dashboard
-from tests.support.scripts import load_script
+from tests.support.scripts import HAVE_JSONNET, NO_JSONNET, RULES_FILE, render_mixin
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMETHEUS_MARKS = [
     pytest.mark.skipif(
         not Path(PROMETHEUS).is_file(), reason="prometheus not installed (Debian package)"
     ),
+    pytest.mark.skipif(not HAVE_JSONNET, reason=NO_JSONNET),
     pytest.mark.skipif(
         importlib.util.find_spec("ksm_exporter.__main__") is None,
         reason="the exporter (python -m ksm_exporter) is not in this tree yet",
     ),
 ]
 
-rules = load_script("rules/generate_rules.py")
+# The job examples/prometheus.yml names: what the mixin's default selector picks.
+JOB = "ksm-exporter"
 # The committed dashboard's configuration with the windows, thresholds and `for` turned
-# down, through the same configuration mechanism an operator uses.
-RULES = rules.Config.from_json(
-    {
-        "flapping_threshold": 3,
-        "flapping_window": "1m",
-        "flapping_for": "2s",
-        "pressure_for": "2s",
-        "vm_negative_profit_bytes": 0,  # db,primary's 640 bytes lost are enough here
-        "vm_negative_profit_for": "2s",
-    }
-)
+# down, rendered by the mixin's renderer as an operator's configuration would be.
+RULES: dict[str, Any] = {
+    "ksmFlappingThreshold": 3,
+    "ksmFlappingWindow": "1m",
+    "ksmFlappingFor": "2s",
+    "ksmPressureFor": "2s",
+    "ksmVmNegativeProfitBytes": 0,  # db,primary's 640 bytes lost are enough here
+    "ksmVmNegativeProfitFor": "2s",
+}
 DASH = load_dashboard()
 RATE_INTERVAL = "10s"  # what Grafana's $__rate_interval gives for a 1s scrape interval
 KSMTUNED_CONF = FIXTURES / "ksmtuned/stock.conf"  # ksmtuned's defaults: threshold 20 %
@@ -79,7 +79,7 @@ class Fleet:
         return [self.query(self.filled(t["expr"])) for t in panel["targets"]]
 
     def filled(self, expr: str) -> str:
-        return fill(expr, ["ksm"], list(self.instances.values()), RATE_INTERVAL)
+        return fill(expr, [JOB], list(self.instances.values()), RATE_INTERVAL)
 
     def by_node(self, result: list[dict[str, Any]]) -> dict[str, float]:
         names = {v: k for k, v in self.instances.items()}
@@ -127,24 +127,25 @@ def run_prometheus(
     tmp: Path,
     targets: list[str],
     *,
-    config: Any = RULES,
+    config: dict[str, Any] = RULES,
     labels: dict[str, str] | None = None,
     alertmanager: str | None = None,
     scrape_options: dict[str, Any] | None = None,
 ) -> Iterator[str]:
-    """Prometheus scraping `targets` (job ksm, file_sd with `labels`, and `scrape_options`
-    such as label_value_length_limit) every second with the rules generated from
-    `config`, sending alerts to `alertmanager` (host:port)."""
+    """Prometheus scraping `targets` (job JOB, file_sd with `labels`, and `scrape_options`
+    such as label_value_length_limit) every second with the rules the mixin renders for
+    `config` (the _config keys to change), sending alerts to `alertmanager` (host:port)."""
     (tmp / "targets.json").write_text(
         json.dumps([{"targets": targets, "labels": labels or {"role": "compute"}}])
     )
-    (tmp / "ksm.rules.yml").write_text(rules.render(config))
+    rendered = render_mixin(tmp / "mixin", config)
+    (tmp / "ksm.rules.yml").write_text(rendered[RULES_FILE])
     prometheus_config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": ["ksm.rules.yml"],
         "scrape_configs": [
             {
-                "job_name": "ksm",
+                "job_name": JOB,
                 "file_sd_configs": [{"files": ["targets.json"], "refresh_interval": "1s"}],
                 **(scrape_options or {}),
             }

@@ -1,5 +1,5 @@
 """Flapping paged end to end: the exporter on a fixture tree whose `run` the test flips,
-a real Prometheus with the rules generated from the configuration (windows turned down to
+a real Prometheus with the rules the mixin renders for a configuration (windows turned down to
 seconds), a real Alertmanager (Debian's prometheus-alertmanager), and a webhook served by
 the test on 127.0.0.1. One notification for the whole episode, with the target's own
 labels and the runbook URL, and nothing resolved while the flapping goes on, although
@@ -23,13 +23,14 @@ import pytest
 
 from tests.support import REPO, copy_fixture, run_exporter, wait_until, write_ksm
 from tests.support.prometheus import (
+    JOB,
     KSMTUNED_CONF,
     PROMETHEUS_MARKS,
     Fleet,
-    rules,
     run_prometheus,
     run_server,
 )
+from tests.support.scripts import default_config
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
@@ -43,14 +44,12 @@ pytestmark = [
 
 # More than 2 changes in 10 s is flapping; the alert keeps firing for 20 s after the
 # count was last above that. Built through the configuration an operator would write.
-CONFIG = rules.Config.from_json(
-    {
-        "flapping_threshold": 2,
-        "flapping_window": "10s",
-        "flapping_for": "0s",
-        "flapping_keep_firing_for": "20s",
-    }
-)
+CONFIG = {
+    "ksmFlappingThreshold": 2,
+    "ksmFlappingWindow": "10s",
+    "ksmFlappingFor": "0s",
+    "ksmFlappingKeepFiringFor": "20s",
+}
 TARGET_LABELS = {"cell": "c7", "rack": "r2"}
 BURST_GAP = 1.5  # seconds between the changes of a burst
 PAUSE = 12  # after a burst: longer than the window, so the count falls to 0
@@ -137,7 +136,7 @@ def test_one_notification_per_flapping_episode(tmp_path: Path) -> None:
         )
         prometheus = Fleet(url, {"n": instance})
         wait_until(
-            lambda: prometheus.query('count_over_time(up{job="ksm"}[1m]) >= 3'),
+            lambda: prometheus.query(f'count_over_time(up{{job="{JOB}"}}[1m]) >= 3'),
             timeout=20,
             what="three scrapes",
         )
@@ -165,7 +164,7 @@ def test_one_notification_per_flapping_episode(tmp_path: Path) -> None:
     assert alert["labels"] == {
         "alertname": "KsmFlapping",
         "severity": "warning",
-        "job": "ksm",
+        "job": JOB,
         "instance": instance,
         **TARGET_LABELS,
     }
@@ -194,8 +193,8 @@ def test_example_routing_by_the_targets_cell(alert: str, receiver: str) -> None:
     (group,) = json.loads((REPO / "examples/targets/ksm-rack-a.json").read_text())
     labels = {
         "alertname": alert,
-        "severity": rules.Config().severities[alert],
-        "job": "ksm",
+        "severity": default_config()["ksmSeverities"][alert],
+        "job": JOB,
         "instance": group["targets"][0].rsplit(":", 1)[0],
         **group["labels"],
     }

@@ -10,7 +10,7 @@ the stock ksmtuned.conf of the fixtures, so the machine's /etc/ksmtuned.conf nev
 matters.
 
 Loopback only; Prometheus gets a temporary data directory, a 1s scrape and evaluation
-interval, and the rules generated with the flapping window, thresholds and `for` turned
+interval, and the rules the mixin renders with the flapping window, thresholds and `for` turned
 down so the alerts can fire within seconds.
 """
 
@@ -39,6 +39,7 @@ from tests.support.dashboard_queries import all_queries, families
 from tests.support.fake_procfs import write_process
 from tests.support.prometheus import (
     DASH,
+    JOB,
     KSMTUNED_CONF,
     PROMETHEUS_MARKS,
     Fleet,
@@ -154,7 +155,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         # Some history first: increase() extrapolates a young series' rate to the window's
         # end, which could lift a count of 4 to 4.5 and round it up.
         wait_until(
-            lambda: len(f.query('count_over_time(up{job="ksm"}[1m]) >= 8')) == 3,
+            lambda: len(f.query(f'count_over_time(up{{job="{JOB}"}}[1m]) >= 8')) == 3,
             timeout=20,
             what="eight scrapes of each target",
         )
@@ -228,8 +229,8 @@ def test_every_dashboard_query_returns_data(fleet: Fleet) -> None:
 
 def test_variable_queries_list_the_job_and_instances(fleet: Fleet) -> None:
     # label_values(ksm_up, job) and label_values(ksm_up{job=~"$job"}, instance)
-    assert fleet.api("label/job/values", **{"match[]": "ksm_up"}) == ["ksm"]
-    instances = fleet.api("label/instance/values", **{"match[]": 'ksm_up{job=~"ksm"}'})
+    assert fleet.api("label/job/values", **{"match[]": "ksm_up"}) == [JOB]
+    instances = fleet.api("label/instance/values", **{"match[]": f'ksm_up{{job=~"{JOB}"}}'})
     assert sorted(instances) == sorted(fleet.instances.values())
 
 
@@ -238,7 +239,7 @@ def test_fleet_totals(fleet: Fleet) -> None:
     (total,) = fleet.panel_query("Saved across the fleet")
     assert float(total["value"][1]) == saved
     by_cluster = fleet.panel_query("Saved by cluster")
-    assert [(s["metric"]["job"], float(s["value"][1])) for s in by_cluster] == [("ksm", saved)]
+    assert [(s["metric"]["job"], float(s["value"][1])) for s in by_cluster] == [(JOB, saved)]
     (share,) = fleet.panel_query("Fleet savings share of RAM")
     assert float(share["value"][1]) == pytest.approx(saved / (3 * MEM_TOTAL_KB * 1024))
     (running,) = fleet.panel_query("Nodes running KSM")

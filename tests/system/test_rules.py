@@ -1,7 +1,10 @@
-"""The Prometheus rules and the monitoring mixin: generated from one configuration, in
-sync with the committed files, valid for promtool, every alert unit-tested
-(rules/tests/*.yml), routable (severity, summary, description, absolute runbook_url whose
-anchor exists in docs/runbook.md) and scoped by the configured selector."""
+"""The monitoring mixin (mixin/, jsonnet) is the one source of the Prometheus rules, the
+Grafana dashboard and the PrometheusRule: the committed files are a fresh render, the
+sources are jsonnetfmt-clean and vendorable as a subtree, a user's _config (jsonnet) or
+configuration file (the packaged renderer) reaches every alert, recording rule and
+dashboard query, every alert is unit-tested with promtool (rules/tests/*.yml), routable
+(severity, summary, description, absolute runbook_url whose anchor exists in
+docs/runbook.md) and scoped by the configured selector."""
 
 from __future__ import annotations
 
@@ -17,25 +20,56 @@ import yaml
 
 from ksm_exporter.flags import experiment, serve, status, transitions, watch
 from tests.support import REPO
-from tests.support.dashboard_queries import families
-from tests.support.scripts import HAVE_PROMTOOL, NO_PROMTOOL, PROMTOOL, load_script
+from tests.support.dashboard_queries import all_queries, families
+from tests.support.scripts import (
+    DASHBOARD_FILE,
+    HAVE_PROMTOOL,
+    JSONNET,
+    MIXIN,
+    NO_PROMTOOL,
+    PROMETHEUS_RULE_FILE,
+    PROMTOOL,
+    RENDERED,
+    RULES_FILE,
+    default_config,
+    jsonnet,
+    needs_jsonnet,
+    render_mixin,
+    run_render,
+)
 
-gen = load_script("rules/generate_rules.py")
-mixin = load_script("mixin/generate.py")
 UNIT_TESTS = sorted((REPO / "rules/tests").glob("*.yml"))
 RUNBOOK = REPO / "docs/runbook.md"
-JSONNET = shutil.which("jsonnet") or "/usr/bin/jsonnet"
+JSONNETFMT = shutil.which("jsonnetfmt") or "/usr/bin/jsonnetfmt"
+SOURCES = sorted(MIXIN.rglob("*.libsonnet"))
 needs_promtool = pytest.mark.skipif(not HAVE_PROMTOOL, reason=NO_PROMTOOL)
-needs_jsonnet = pytest.mark.skipif(
-    not Path(JSONNET).is_file(), reason="jsonnet not installed (Debian package jsonnet)"
-)
-# Not job="ksm": shows that no expression hard-codes the default.
+pytestmark = needs_jsonnet
+
+# A user's configuration touching every kind of knob. Not job="ksm-exporter": shows that
+# no expression hard-codes the default.
 OTHER_SELECTOR = 'job="kvm-nodes", env=~"prod|staging"'
+OTHER = {
+    "ksmSelector": OTHER_SELECTOR,
+    "ksmClusterLabel": "region",
+    "ksmRunbookURLPattern": "https://wiki.example.org/ksm#%s",
+    "ksmSeverities": {"KsmFlapping": "critical", "KsmSysfsMissing": "warning"},
+    "ksmFlappingThreshold": 7,
+    "ksmFlappingWindow": "3h",
+    "ksmPressureAvailableRatio": 0.1,
+    "ksmWastingRatio": 25,
+    "ksmdCpuBudgetCores": 2,
+    "ksmVmNegativeProfitBytes": 128 * 2**20,
+    "ksmDashboardUID": "kvm-ksm",
+}
 
 
-def alerts(config: Any = None) -> list[dict[str, Any]]:
-    groups = gen.build_rules(config or gen.Config())["groups"]
-    return [r for g in groups for r in g["rules"] if "alert" in r]
+def rule_list(rules_yaml: str) -> list[dict[str, Any]]:
+    return [r for g in yaml.safe_load(rules_yaml)["groups"] for r in g["rules"]]
+
+
+def alerts(rules_yaml: str = "") -> list[dict[str, Any]]:
+    text = rules_yaml or (REPO / RULES_FILE).read_text()
+    return [r for r in rule_list(text) if "alert" in r]
 
 
 def promtool(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -52,73 +86,183 @@ def github_anchors(markdown: str) -> set[str]:
     }
 
 
-def test_committed_files_are_the_generator_output() -> None:
-    for rel, text in mixin.outputs(gen.Config()).items():
-        assert (REPO / rel).read_text() == text, f"{rel} is stale: run python3 mixin/generate.py"
+def selects_with(expr: str, selector: str) -> list[str]:
+    """The metric names in expr not followed by a selector holding `selector`."""
+    missing = []
+    for name in families(expr):
+        for found in re.finditer(rf"(?<![\w:]){re.escape(name)}(\{{[^}}]*\}})?", expr):
+            if not (found[1] and selector in found[1]):
+                missing.append(name)
+    return missing
+
+
+def test_committed_files_are_a_fresh_render(tmp_path: Path) -> None:
+    for rel, text in render_mixin(tmp_path / "out").items():
+        assert (REPO / rel).read_text() == text, f"{rel} is stale: run make mixin"
+
+
+def test_sources_are_jsonnetfmt_clean() -> None:
+    if not Path(JSONNETFMT).is_file():
+        pytest.skip("jsonnetfmt not installed (Debian package jsonnet)")
+    assert len(SOURCES) >= 8
+    result = subprocess.run(
+        [JSONNETFMT, "--test", *map(str, SOURCES)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"not formatted (make fmt): {result.stdout}{result.stderr}"
+
+
+def test_mixin_is_vendorable_as_a_subtree(tmp_path: Path) -> None:
+    """jsonnet-bundler vendors mixin/ alone: evaluated from vendor/ with -J vendor, as
+    its users do, it resolves every import and gives the committed files' content."""
+    vendor = tmp_path / "vendor"
+    shutil.copytree(MIXIN, vendor / "ksm-exporter-mixin")
+    assert {p.suffix for p in MIXIN.rglob("*") if p.is_file()} == {".libsonnet", ""}
+    (tmp_path / "mine.jsonnet").write_text(
+        "local ksm = import 'ksm-exporter-mixin/mixin.libsonnet';\n"
+        "{ rules: ksm.prometheusRules, alerts: ksm.prometheusAlerts,"
+        " dashboards: ksm.grafanaDashboards }\n"
+    )
+    result = subprocess.run(
+        [JSONNET, "-J", str(vendor), str(tmp_path / "mine.jsonnet")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    mixin = json.loads(result.stdout)
+    committed = yaml.safe_load((REPO / RULES_FILE).read_text())["groups"]
+    assert mixin["rules"]["groups"] + mixin["alerts"]["groups"] == committed
+    assert all("record" in r for g in mixin["rules"]["groups"] for r in g["rules"])
+    assert all("alert" in r for g in mixin["alerts"]["groups"] for r in g["rules"])
+    dashboard = json.loads((REPO / DASHBOARD_FILE).read_text())
+    assert mixin["dashboards"] == {"ksm-exporter.json": dashboard}
+
+
+def test_prometheusrule_holds_the_rule_files_groups() -> None:
+    rule = yaml.safe_load((REPO / PROMETHEUS_RULE_FILE).read_text())
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["spec"]["groups"] == yaml.safe_load((REPO / RULES_FILE).read_text())["groups"]
 
 
 def test_alerts_are_routable_and_linked_to_their_runbook() -> None:
+    severities = default_config()["ksmSeverities"]
     anchors = github_anchors(RUNBOOK.read_text())
-    names = [a["alert"] for a in alerts()]
-    assert sorted(names) == sorted(gen.DEFAULT_SEVERITIES)
+    assert sorted(a["alert"] for a in alerts()) == sorted(severities)
     for a in alerts():
         name, notes = a["alert"], a["annotations"]
-        assert a["labels"] == {"severity": gen.DEFAULT_SEVERITIES[name]}, name
+        assert a["labels"] == {"severity": severities[name]}, name
         assert set(notes) == {"summary", "description", "runbook_url"}, name
         assert "{{" not in notes["summary"], name  # fixed: one summary per alert
         assert "$labels.instance" in notes["description"], name
         assert "$value" in notes["description"], name
         url = notes["runbook_url"]
-        assert url.startswith("https://") and url == gen.Config().runbook(name)
+        base = "https://github.com/ksm-exporter/ksm-exporter/blob/main/docs/runbook.md#"
+        assert url == base + name.lower(), name
         assert url.split("#", 1)[1] in anchors, f"no runbook section for {name}"
-    assert gen.DEFAULT_SEVERITIES["KsmSysfsMissing"] == "info"
+    assert severities["KsmSysfsMissing"] == "info"
 
 
-def test_configuration_sets_selector_severity_and_runbook_in_every_rule() -> None:
-    config = gen.Config.from_json(
-        {
-            "selector": OTHER_SELECTOR,
-            "severities": {"KsmFlapping": "critical"},
-            "runbook_url": "https://wiki.example.org/ksm#{anchor}",
-            "flapping_window": "2h",
-        }
-    )
-    rules = [r for g in gen.build_rules(config)["groups"] for r in g["rules"]]
+def as_jsonnet_override(config: dict[str, Any]) -> str:
+    """The configuration as a jsonnet user writes it: `_config+::`, severities merged
+    with `+:` (a plain `:` would drop the other alerts' severities)."""
+    rest = {k: v for k, v in config.items() if k != "ksmSeverities"}
+    severities = json.dumps(config.get("ksmSeverities", {}))
+    return f"{{ _config+:: {json.dumps(rest)} + {{ ksmSeverities+: {severities} }} }}"
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """OTHER rendered by the renderer the packages ship (mixin/render --config)."""
+    return render_mixin(tmp_path_factory.mktemp("other") / "out", OTHER)
+
+
+def test_jsonnet_override_and_renderer_configuration_agree(other: dict[str, str]) -> None:
+    mixin = jsonnet("-e", f"(import 'mixin.libsonnet') + {as_jsonnet_override(OTHER)}")
+    groups = mixin["prometheusRules"]["groups"] + mixin["prometheusAlerts"]["groups"]
+    assert groups == yaml.safe_load(other[RULES_FILE])["groups"]
+    assert mixin["grafanaDashboards"]["ksm-exporter.json"] == json.loads(other[DASHBOARD_FILE])
+
+
+def test_override_reaches_every_rule_and_dashboard_query(other: dict[str, str]) -> None:
+    rules = rule_list(other[RULES_FILE])
+    dashboard = json.loads(other[DASHBOARD_FILE])
+    for text in other.values():
+        assert 'job="ksm-exporter"' not in text and 'job=\\"ksm-exporter\\"' not in text
+        assert "cell" not in text and "runbook.md" not in text
     for r in rules:
-        text = r["expr"] + json.dumps(r.get("annotations", {}))
-        assert 'job="ksm"' not in text
-        for name in families(r["expr"]):
-            # Every metric read is followed by a selector holding the configured one.
-            for found in re.finditer(rf"(?<![\w:]){re.escape(name)}(\{{[^}}]*\}})?", r["expr"]):
-                assert found[1] and OTHER_SELECTOR in found[1], (r.get("alert"), name)
-        if "alert" in r:
-            assert r["annotations"]["runbook_url"].startswith("https://wiki.example.org/ksm#")
-    flapping = next(r for r in rules if r.get("alert") == "KsmFlapping")
-    assert flapping["labels"]["severity"] == "critical"
-    assert "[2h]" in flapping["expr"] and "[2h]" in flapping["annotations"]["description"]
-    assert next(r for r in rules if r.get("alert") == "KsmExporterDown")["labels"] == {
-        "severity": "warning"
-    }
+        where = r.get("alert") or r["record"]
+        assert selects_with(r["expr"], OTHER_SELECTOR) == [], where
+    (saved,) = (r for r in rules if r.get("record") == "job:ksm_saved_bytes:sum")
+    assert saved["expr"].startswith("sum by (job, region) (")
+    queries = all_queries(dashboard)
+    assert len(queries) > 60
+    for q in queries:
+        assert selects_with(q.expr, OTHER_SELECTOR + ', job=~"$job", region=~"$region"') == [], (
+            q.where
+        )
+    variables = [v["name"] for v in dashboard["templating"]["list"]]
+    assert variables == ["datasource", "job", "region", "instance"]
+    for v in dashboard["templating"]["list"][1:]:
+        assert OTHER_SELECTOR in v["query"], v["name"]
+    assert dashboard["uid"] == "kvm-ksm" and "/d/kvm-ksm/" in json.dumps(dashboard)
+
+    by_name = {a["alert"]: a for a in alerts(other[RULES_FILE])}
+    defaults = default_config()["ksmSeverities"]
+    for name, a in by_name.items():
+        expected = OTHER["ksmSeverities"].get(name, defaults[name])
+        assert a["labels"] == {"severity": expected}, name
+        assert a["annotations"]["runbook_url"] == f"https://wiki.example.org/ksm#{name.lower()}"
+    flapping = by_name["KsmFlapping"]
+    assert flapping["expr"].endswith("> 7\n") and "[3h]" in flapping["expr"]
+    assert "in 3h (alert above 7)" in flapping["annotations"]["description"]
+    assert OTHER_SELECTOR in flapping["annotations"]["description"]  # the top-cause query
+    assert "< 0.1\n" in by_name["KsmStoppedUnderMemoryPressure"]["expr"]
+    assert "> 25 * ksm_pages_sharing" in by_name["KsmWastingEffort"]["expr"]
+    assert by_name["KsmdCpuOverBudget"]["expr"].endswith("> 2\n")
+    assert by_name["KsmVmNegativeProfit"]["expr"].endswith("< -134217728\n")
+    assert "-128 MiB" in by_name["KsmVmNegativeProfit"]["annotations"]["description"]
+    rule = yaml.safe_load(other[PROMETHEUS_RULE_FILE])
+    assert rule["spec"]["groups"] == yaml.safe_load(other[RULES_FILE])["groups"]
 
 
 @pytest.mark.parametrize(
-    ("data", "error"),
+    ("config", "error"),
     [
-        ({"flapping_treshold": 3}, "unknown configuration keys: flapping_treshold"),
-        ({"flapping_threshold": "3"}, "flapping_threshold: expected int"),
-        ({"severities": {"KsmFlapping": "page"}}, "severities.KsmFlapping"),
-        ({"runbook_url": "docs/runbook.md#{anchor}"}, "runbook_url"),
-        ({"flapping_window": "an hour"}, "flapping_window: not a Prometheus duration"),
+        ({"ksmFlappingTreshold": 3}, "unknown configuration keys: ksmFlappingTreshold"),
+        ({"ksmSeverities": {"KsmFlapping": "page"}}, "not KsmFlapping: page"),
+        ({"ksmSeverities": {"KsmFlap": "info"}}, "not KsmFlap: info"),
+        ({"ksmRunbookURLPattern": "docs/runbook.md#%s"}, "ksmRunbookURLPattern"),
+        ({"ksmFlappingWindow": "an hour"}, "not a Prometheus duration: ksmFlappingWindow"),
     ],
 )
-def test_bad_configuration_is_one_clear_error(
-    tmp_path: Path, data: dict[str, Any], error: str, capsys: pytest.CaptureFixture[str]
+def test_bad_configuration_is_one_clear_line_and_nothing_written(
+    tmp_path: Path, config: dict[str, Any], error: str
 ) -> None:
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data))
-    assert mixin.main([f"--config={path}", f"--output-dir={tmp_path / 'out'}"]) == 2
-    assert error in capsys.readouterr().err
+    result = run_render(tmp_path / "out", config)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and error in result.stderr, result.stderr
+    assert result.stderr.startswith("render: ksm-exporter mixin: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_typo_in_a_jsonnet_override_fails_too() -> None:
+    result = subprocess.run(
+        [
+            JSONNET,
+            "-J",
+            str(MIXIN),
+            "-e",
+            "(import 'mixin.libsonnet') + { _config+:: { ksmSelectr: 'job=\"x\"',"
+            " otherMixinsKey: 1 } }",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Keys of other mixins sharing _config are theirs; a ksm-prefixed unknown is a typo.
+    assert result.returncode != 0
+    assert "unknown _config keys: ksmSelectr" in result.stderr.splitlines()[0]
 
 
 def test_every_alert_is_expected_to_fire_in_a_unit_test() -> None:
@@ -132,7 +276,7 @@ def test_every_alert_is_expected_to_fire_in_a_unit_test() -> None:
 
 @needs_promtool
 def test_promtool_check_rules() -> None:
-    result = promtool("check", "rules", str(gen.RULES_FILE))
+    result = promtool("check", "rules", RULES_FILE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 13 rules found" in result.stdout
 
@@ -179,71 +323,26 @@ tests:
 
 
 @needs_promtool
-def test_operator_configuration_regenerates_the_rules(tmp_path: Path) -> None:
-    config = tmp_path / "my-ksm.json"
-    config.write_text(
-        json.dumps(
-            {
-                "selector": 'job="kvm"',
-                "flapping_threshold": 2,
-                "flapping_window": "10m",
-                "flapping_for": "2m",
-                "flapping_keep_firing_for": "0s",
-                "severities": {"KsmFlapping": "critical"},
-                "runbook_url": "https://wiki.example.org/ksm/runbook#{anchor}",
-            }
-        )
-    )
-    assert mixin.main([f"--config={config}", f"--output-dir={tmp_path}"]) == 0
+def test_operator_configuration_renders_rules_that_fire_as_configured(tmp_path: Path) -> None:
+    config = {
+        "ksmSelector": 'job="kvm"',
+        "ksmFlappingThreshold": 2,
+        "ksmFlappingWindow": "10m",
+        "ksmFlappingFor": "2m",
+        "ksmFlappingKeepFiringFor": "0s",
+        "ksmSeverities": {"KsmFlapping": "critical"},
+        "ksmRunbookURLPattern": "https://wiki.example.org/ksm/runbook#%s",
+    }
+    render_mixin(tmp_path, config)
     (tmp_path / "override_test.yml").write_text(OVERRIDE_TEST)
     result = promtool("test", "rules", "override_test.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    dashboard = (tmp_path / "grafana/ksm-exporter.json").read_text()
-    assert 'job=\\"kvm\\"' in dashboard and 'job=\\"ksm\\"' not in dashboard
-
-
-def jsonnet(*args: str) -> Any:
-    result = subprocess.run(
-        [JSONNET, *args], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def check_mixin(root: Path, config: Any) -> None:
-    """The mixin at root/mixin evaluates to root's rules and dashboard and its config."""
-    lib = str(root / "mixin/mixin.libsonnet")
-    evaluated = jsonnet(lib)
-    assert set(evaluated) == {"prometheusRules", "prometheusAlerts", "grafanaDashboards"}
-    rules = yaml.safe_load((root / "rules/ksm-exporter.rules.yml").read_text())
-    groups = evaluated["prometheusRules"]["groups"] + evaluated["prometheusAlerts"]["groups"]
-    assert groups == rules["groups"]
-    assert all("record" in r for g in evaluated["prometheusRules"]["groups"] for r in g["rules"])
-    assert all("alert" in r for g in evaluated["prometheusAlerts"]["groups"] for r in g["rules"])
-    dashboard = json.loads((root / "grafana/ksm-exporter.json").read_text())
-    assert evaluated["grafanaDashboards"] == {"ksm-exporter.json": dashboard}
-    assert jsonnet("-e", f"(import '{lib}')._config") == config.to_json()
-
-
-@needs_jsonnet
-def test_mixin_is_the_committed_rules_and_dashboard() -> None:
-    check_mixin(REPO, gen.Config())
-
-
-@needs_jsonnet
-def test_mixin_generated_with_an_operator_configuration(tmp_path: Path) -> None:
-    data = {"selector": 'job="kvm"', "cluster_label": "region", "ksmd_cpu_budget_cores": 1}
-    (tmp_path / "c.json").write_text(json.dumps(data))
-    assert mixin.main([f"--config={tmp_path / 'c.json'}", f"--output-dir={tmp_path}"]) == 0
-    config = gen.Config.from_json(data)
-    check_mixin(tmp_path, config)
-    (alert,) = (a for a in alerts(config) if a["alert"] == "KsmdCpuOverBudget")
-    assert alert["expr"].endswith("> 1\n")
 
 
 @needs_promtool
 def test_example_prometheus_config_with_its_rules_and_file_sd_targets() -> None:
-    """promtool reads the rule file and every file_sd file the example points at."""
+    """promtool reads the rule file and every file_sd file the example points at; its
+    job is what the default selector picks."""
     result = promtool("check", "config", "examples/prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 13 rules found" in result.stdout
@@ -251,15 +350,24 @@ def test_example_prometheus_config_with_its_rules_and_file_sd_targets() -> None:
         "ksm-rack-a.json",
         "ksm-rack-b.json",
     ]
+    example = yaml.safe_load((REPO / "examples/prometheus.yml").read_text())
+    (job,) = (j["job_name"] for j in example["scrape_configs"])
+    assert default_config()["ksmSelector"] == f'job="{job}"'
 
 
-def test_example_configuration_and_documented_keys() -> None:
-    config = gen.Config.load(REPO / "examples/ksm-config.json")
-    assert config.flapping_threshold == 6 and config.severities["KsmFlapping"] == "critical"
-    assert config.severities["KsmSysfsMissing"] == "info"  # the defaults fill the rest
+def test_example_configuration_and_documented_keys(tmp_path: Path) -> None:
+    result = run_render(
+        tmp_path / "out", json.loads((REPO / "examples/ksm-config.json").read_text())
+    )
+    assert result.returncode == 0, result.stderr
+    by_name = {a["alert"]: a for a in alerts((tmp_path / "out" / RULES_FILE).read_text())}
+    assert by_name["KsmFlapping"]["expr"].endswith("> 6\n")
+    assert by_name["KsmFlapping"]["labels"]["severity"] == "critical"
+    assert by_name["KsmSysfsMissing"]["labels"]["severity"] == "info"  # defaults fill the rest
     doc = (REPO / "docs/dashboard-and-alerts.md").read_text()
-    for name in gen.Config().to_json():
+    for name in default_config():
         assert f"`{name}`" in doc, f"configuration key {name} is not documented"
+    assert set(RENDERED) <= {rel for rel in RENDERED if rel in doc}
 
 
 def test_user_facing_texts_name_the_report_not_a_seed() -> None:
@@ -269,8 +377,7 @@ def test_user_facing_texts_name_the_report_not_a_seed() -> None:
         "packaging/debian/control",
         "packaging/debian/changelog",
         "packaging/rpm/ksm-exporter.spec",
-        "rules/ksm-exporter.rules.yml",
-        "grafana/ksm-exporter.json",
+        *RENDERED,
         *(str(p.relative_to(REPO)) for p in sorted((REPO / "docs").glob("*.md"))),
         # Every HELP text the exporter serves, on each fixture kernel.
         *(str(p.relative_to(REPO)) for p in sorted((REPO / "tests/golden").glob("*.metrics"))),
