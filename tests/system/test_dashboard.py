@@ -1,8 +1,9 @@
-"""The Grafana dashboard: generated from the alerts' configuration, importable (asks for
-a data source, no UIDs), loadable into Grafana's own typed model (grafana-foundation-sdk)
-without losing a key or carrying an invalid enum value, coloured per panel, filtered by
-the configured selector and the job, cluster and node variables, and every query valid
-PromQL over metrics that the contract or the recording rules define."""
+"""The Grafana dashboard, rendered from the mixin with the alerts' configuration:
+importable (asks for a data source, no UIDs), loadable into Grafana's own typed model
+(grafana-foundation-sdk) without losing a key or carrying an invalid enum value, coloured
+per panel, filtered by the configured selector and the job, cluster and node variables,
+its thresholds the alerts', and every query valid PromQL over metrics that the contract
+or the recording rules define."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard
@@ -30,10 +32,16 @@ from tests.support.dashboard_queries import (
     load_dashboard,
     panel_queries,
 )
-from tests.support.scripts import HAVE_PROMTOOL, NO_PROMTOOL, PROMTOOL, load_script
+from tests.support.scripts import (
+    DASHBOARD_FILE,
+    HAVE_PROMTOOL,
+    NO_PROMTOOL,
+    PROMTOOL,
+    RULES_FILE,
+    needs_jsonnet,
+    render_mixin,
+)
 
-gen = load_script("grafana/generate_dashboard.py")
-rules = load_script("rules/generate_rules.py")
 DASH = load_dashboard()
 PANELS = [p for p in DASH["panels"] if p["type"] != "row"]
 UNITS = {
@@ -51,7 +59,7 @@ UNITS = {
 # Metrics the dashboard reads that other branches add: the collector success metric
 # (node_exporter's semantics) comes with the exporter's per-source collectors.
 PENDING_METRICS = {"ksm_scrape_collector_success"}
-SELECTOR = 'job="ksm"'
+SELECTOR = 'job="ksm-exporter"'
 FLEET_ROWS = ("Fleet", "Exporter health")
 
 
@@ -174,12 +182,8 @@ def test_node_rows_follow_the_node_and_fleet_rows_aggregate() -> None:
 
 def test_queries_use_only_contract_metrics_and_recording_rules() -> None:
     contract = (REPO / "docs/CONTRACT.md").read_text()
-    recorded = {
-        r["record"]
-        for g in rules.build_rules(rules.Config())["groups"]
-        for r in g["rules"]
-        if "record" in r
-    }
+    groups = yaml.safe_load((REPO / RULES_FILE).read_text())["groups"]
+    recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}
     for q in all_queries(DASH):
         for name in families(q.expr):
             known = name in recorded or name in PENDING_METRICS or name == "up"
@@ -206,19 +210,19 @@ def test_panels_tile_the_grid_without_overlap() -> None:
     assert len({p["id"] for p in DASH["panels"]}) == len(DASH["panels"])
 
 
-def test_thresholds_drawn_are_the_configured_alert_thresholds() -> None:
-    config = rules.Config.from_json(
-        {
-            "selector": 'job="kvm"',
-            "cluster_label": "region",
-            "flapping_threshold": 7,
-            "flapping_window": "3h",
-            "pressure_available_ratio": 0.1,
-            "wasting_ratio": 25,
-            "ksmd_cpu_budget_cores": 2,
-        }
-    )
-    dash = gen.build_dashboard(config)
+@needs_jsonnet
+def test_thresholds_drawn_are_the_configured_alert_thresholds(tmp_path: Path) -> None:
+    config = {
+        "ksmSelector": 'job="kvm"',
+        "ksmClusterLabel": "region",
+        "ksmFlappingThreshold": 7,
+        "ksmFlappingWindow": "3h",
+        "ksmPressureAvailableRatio": 0.1,
+        "ksmWastingRatio": 25,
+        "ksmdCpuBudgetCores": 2,
+    }
+    rendered = render_mixin(tmp_path, config)
+    dash = json.loads(rendered[DASHBOARD_FILE])
     panels = by_title(dash)
 
     def line(title: str) -> list[Any]:
@@ -232,13 +236,13 @@ def test_thresholds_drawn_are_the_configured_alert_thresholds() -> None:
     # The pressure table is the alert's expression with the variables' matchers added.
     (alert,) = (
         r
-        for g in rules.build_rules(config)["groups"]
+        for g in yaml.safe_load(rendered[RULES_FILE])["groups"]
         for r in g["rules"]
         if r.get("alert") == "KsmStoppedUnderMemoryPressure"
     )
     table_expr = panels["Nodes where KSM is stopped under memory pressure"]["targets"][0]["expr"]
     assert table_expr.replace(', job=~"$job", region=~"$region"', "") == alert["expr"]
-    assert 'job="ksm"' not in json.dumps(dash)
+    assert SELECTOR not in json.dumps(dash)
     assert [v["name"] for v in dash["templating"]["list"]] == [
         "datasource",
         "job",

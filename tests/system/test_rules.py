@@ -178,10 +178,15 @@ def other(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def test_jsonnet_override_and_renderer_configuration_agree(other: dict[str, str]) -> None:
-    mixin = jsonnet("-e", f"(import 'mixin.libsonnet') + {as_jsonnet_override(OTHER)}")
-    groups = mixin["prometheusRules"]["groups"] + mixin["prometheusAlerts"]["groups"]
+    override = as_jsonnet_override(OTHER)
+    mixin = jsonnet(
+        "-e",
+        f"local m = (import 'mixin.libsonnet') + {override}; {{ rules: m.prometheusRules,"
+        " alerts: m.prometheusAlerts, dashboards: m.grafanaDashboards }",
+    )
+    groups = mixin["rules"]["groups"] + mixin["alerts"]["groups"]
     assert groups == yaml.safe_load(other[RULES_FILE])["groups"]
-    assert mixin["grafanaDashboards"]["ksm-exporter.json"] == json.loads(other[DASHBOARD_FILE])
+    assert mixin["dashboards"]["ksm-exporter.json"] == json.loads(other[DASHBOARD_FILE])
 
 
 def test_override_reaches_every_rule_and_dashboard_query(other: dict[str, str]) -> None:
