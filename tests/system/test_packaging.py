@@ -28,6 +28,14 @@ from ksm_exporter import __version__
 from ksm_exporter.flags.serve import parser as serve_parser
 from tests.support import FIXTURES, REPO, NotifySocket, copy_checkout, listening_process, wait_until
 from tests.support.nspawn import built_deb
+from tests.support.scripts import (
+    HAVE_JSONNET,
+    NO_JSONNET,
+    RENDERED,
+    RULES_FILE,
+    render_mixin,
+    run_render,
+)
 
 PACKAGING = REPO / "packaging"
 UNIT = PACKAGING / "ksm-exporter.service"
@@ -56,6 +64,14 @@ SHIPPED = {
     # dh_compress gzips documentation.
     "/usr/share/doc/ksm-exporter/install.md.gz": "/usr/share/doc/ksm-exporter/install.md",
 }
+# The monitoring mixin and its renderer, for re-rendering with the operator's settings.
+MIXIN = {
+    f"/usr/share/ksm-exporter/mixin/{p.relative_to(REPO / 'mixin')}": p
+    for p in sorted((REPO / "mixin").rglob("*"))
+    if p.is_file()
+}
+SHIPPED.update({path: path for path in MIXIN})
+RENDER = "/usr/share/ksm-exporter/mixin/render"
 DEBIAN_ONLY = {"/usr/share/doc/ksm-exporter/changelog.gz", "/usr/share/doc/ksm-exporter/copyright"}
 
 pytestmark = pytest.mark.packaging
@@ -333,6 +349,7 @@ def test_rpm_ships_what_the_deb_ships(rpm_build: Path, deb_tools: None) -> None:
         "/usr/share/ksm-exporter/ksm-exporter-per-vm.conf": (PER_VM.read_bytes(),) * 2,
         "/usr/share/ksm-exporter/grafana/ksm-exporter.json": (DASHBOARD.read_bytes(),) * 2,
         "/usr/share/ksm-exporter/rules/ksm-exporter.rules.yml": (RULES.read_bytes(),) * 2,
+        **{path: (source.read_bytes(),) * 2 for path, source in MIXIN.items()},
     }
     for deb_path, (in_deb, in_rpm) in expected.items():
         assert deb_files[deb_path] == in_deb, deb_path
@@ -352,6 +369,17 @@ def test_rpm_ships_what_the_deb_ships(rpm_build: Path, deb_tools: None) -> None:
     for files in (deb_files, rpm_files):
         shipped = {p.removeprefix(PYTHON_DIR) for p in files if p.endswith(".py")}
         assert shipped == module
+
+    # The renderer runs as shipped.
+    deb_modes = {
+        line.split()[-1].removeprefix("."): line.split()[0]
+        for line in run("dpkg-deb", "-c", deb).stdout.splitlines()
+    }
+    assert deb_modes[RENDER] == "-rwxr-xr-x"
+    rpm_modes = {
+        line.split()[-1]: line.split()[0] for line in run("rpm", "-qlvp", rpm).stdout.splitlines()
+    }
+    assert rpm_modes[RENDER] == "-rwxr-xr-x"
 
     # The settings file is the one configuration file, kept on upgrade in both.
     assert run("rpm", "-qp", "--configfiles", rpm).stdout.split() == ["/etc/sysconfig/ksm-exporter"]
@@ -476,6 +504,34 @@ def test_deb_installs_runs_and_purges(installed_deb: Path, tmp_path: Path) -> No
 
 
 # --- wheel and sdist ----------------------------------------------------------------------
+
+
+def test_packaged_renderer_writes_rules_and_dashboard_with_the_users_settings(
+    deb_tools: None, tmp_path: Path
+) -> None:
+    """The renderer the .deb ships, run from the package's own copy of the mixin (no
+    repository, no make, only jsonnet), writes for an operator's configuration what the
+    repository's mixin renders for it."""
+    if not HAVE_JSONNET:
+        pytest.skip(NO_JSONNET)
+    root = tmp_path / "root"
+    extract = run("dpkg-deb", "-x", built_deb(), root)
+    assert extract.returncode == 0, extract.stderr
+    config = {
+        "ksmSelector": 'job="kvm-nodes"',
+        "ksmClusterLabel": "region",
+        "ksmFlappingThreshold": 6,
+        "ksmSeverities": {"KsmFlapping": "critical"},
+        "ksmRunbookURLPattern": "https://wiki.example.org/ksm#%s",
+    }
+    packaged = run_render(tmp_path / "packaged", config, render=root / RENDER.lstrip("/"))
+    assert packaged.returncode == 0, packaged.stderr
+    written = {rel: (tmp_path / "packaged" / rel).read_text() for rel in RENDERED}
+    assert written == render_mixin(tmp_path / "repository", config)
+    rules = written[RULES_FILE]
+    assert 'job="kvm-nodes"' in rules and 'job="ksm-exporter"' not in rules
+    assert "sum by (job, region)" in rules and "severity: 'critical'" in rules
+    assert "https://wiki.example.org/ksm#ksmflapping" in rules
 
 
 def test_python_build_makes_wheel_and_sdist(tmp_path: Path) -> None:
