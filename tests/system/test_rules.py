@@ -115,10 +115,10 @@ def test_mixin_is_vendorable_as_a_subtree(tmp_path: Path) -> None:
     """jsonnet-bundler vendors mixin/ alone: evaluated from vendor/ with -J vendor, as
     its users do, it resolves every import and gives the committed files' content."""
     vendor = tmp_path / "vendor"
-    shutil.copytree(MIXIN, vendor / "ksm-exporter-mixin")
+    shutil.copytree(MIXIN, vendor / "mixin")
     assert {p.suffix for p in MIXIN.rglob("*") if p.is_file()} == {".libsonnet", ""}
     (tmp_path / "mine.jsonnet").write_text(
-        "local ksm = import 'ksm-exporter-mixin/mixin.libsonnet';\n"
+        "local ksm = import 'mixin/mixin.libsonnet';\n"
         "{ rules: ksm.prometheusRules, alerts: ksm.prometheusAlerts,"
         " dashboards: ksm.grafanaDashboards }\n"
     )
