@@ -568,4 +568,10 @@ def test_python_build_makes_wheel_and_sdist(tmp_path: Path) -> None:
         "packaging/debian/control",
         "packaging/rpm/ksm-exporter.spec",
         "docs/install.md",
+        # and what the spec installs beside the module: the rendered rules and dashboard,
+        # the mixin and its renderer.
+        "rules/ksm-exporter.rules.yml",
+        "grafana/ksm-exporter.json",
+        "mixin/mixin.libsonnet",
+        "mixin/render",
     } <= members
