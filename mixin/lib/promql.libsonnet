@@ -11,9 +11,9 @@
     std.join('', [std.repeat(' ', n) + line + '\n' for line in std.split(std.rstripChars(text, '\n'), '\n')]),
 
   // A number as Python's %g writes it: 0.2, 10, 0.001.
-  num(x):: std.format('%g', x),
+  num(x):: if x == 0 then '0' else std.format('%g', x),  // jsonnet's %g overflows on 0
   // A ratio as a percentage for people: 0.2 -> 20%.
-  pct(x):: std.format('%g%%', x * 100),
+  pct(x):: $.num(x * 100) + '%',
 
   running: 'state="running"',
   unmerging: 'state="unmerging"',

@@ -168,7 +168,8 @@ def test_one_notification_per_flapping_episode(tmp_path: Path) -> None:
         "instance": instance,
         **TARGET_LABELS,
     }
-    assert alert["annotations"]["runbook_url"] == CONFIG.runbook("KsmFlapping")
+    pattern = default_config()["ksmRunbookURLPattern"]
+    assert alert["annotations"]["runbook_url"] == pattern % "ksmflapping"
     assert alert["annotations"]["runbook_url"].startswith("https://")
     assert alert["annotations"]["summary"] == "KSM keeps starting and stopping."
     assert alert["annotations"]["description"].startswith(f"KSM on {instance} changed state ")

@@ -251,6 +251,16 @@ def test_bad_configuration_is_one_clear_line_and_nothing_written(
     assert not (tmp_path / "out").exists()
 
 
+def test_zero_thresholds_render(tmp_path: Path) -> None:
+    """0 is a threshold too (jsonnet's %g overflows on it)."""
+    zeros = ("ksmVmNegativeProfitBytes", "ksmWastingRatio", "ksmdCpuBudgetCores")
+    rendered = render_mixin(tmp_path / "out", {k: 0 for k in zeros})
+    by_name = {a["alert"]: a for a in alerts(rendered[RULES_FILE])}
+    assert by_name["KsmVmNegativeProfit"]["expr"].endswith("< -0\n")
+    assert "below -0 MiB" in by_name["KsmVmNegativeProfit"]["annotations"]["description"]
+    assert by_name["KsmdCpuOverBudget"]["expr"].endswith("> 0\n")
+
+
 def test_a_typo_in_a_jsonnet_override_fails_too() -> None:
     result = subprocess.run(
         [
