@@ -36,7 +36,7 @@ from tests.support.fake_procfs import ksm_stat_6_18, write_process
 from tests.support.hostile_http import drip, endless, hostile_server
 from tests.support.http_client import KeepAliveClient
 from tests.support.malformed import MALFORMED
-from tests.support.prometheus import PROMETHEUS_MARKS, Fleet, run_prometheus
+from tests.support.prometheus import JOB, PROMETHEUS_MARKS, Fleet, run_prometheus
 
 
 class WorkApp:
@@ -367,7 +367,7 @@ def test_a_10_kb_vm_name_keeps_the_target_up_under_a_label_length_limit(tmp_path
         fleet = Fleet(url, {"node": exp.url[7:]})  # host:port
 
         def scraped() -> bool:
-            up = fleet.query('up{job="ksm"}')
+            up = fleet.query(f'up{{job="{JOB}"}}')
             return bool(up) and up[0]["value"][1] == "1" and bool(fleet.query("ksm_pages_shared"))
 
         wait_until(scraped, timeout=30, what="a successful scrape of the exporter")
