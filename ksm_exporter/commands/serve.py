@@ -46,6 +46,7 @@ from ksm_exporter.readers.edge_inputs import edge_explainer
 from ksm_exporter.readers.processes import read_process_names
 from ksm_exporter.readers.shell_assignments import parse_assignments
 from ksm_exporter.state.history import History
+from ksm_exporter.state.history_file import HistoryFile, history_path
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.notices import Notices
 from ksm_exporter.state.read_errors import ProcessReadErrors, ReadErrors
@@ -194,6 +195,10 @@ def build(args: argparse.Namespace) -> Daemon:
     history = History(restored)  # the landing page's chart, fed by the watcher
     monitor.add_snapshot_observer(history.observe)
     monitor.add_listener(history.note_edge)
+    if state_file is not None:  # its points, kept beside the state file
+        history_file = HistoryFile(history_path(state_file.path), history, state_file)
+        history_file.load()
+        monitor.add_snapshot_observer(history_file.observe)
     watcher = Watcher(monitor, args.watch_interval, notices)
     enabled = enabled_collectors(args)
     # Made first and handed down at construction: the server beats and counts into them,

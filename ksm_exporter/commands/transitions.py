@@ -28,6 +28,8 @@ from ksm_exporter.model.edge_cause import Cause, cause_text, edge_rule_text
 from ksm_exporter.model.terminal_text import shown
 from ksm_exporter.model.watch_format import local_time
 from ksm_exporter.readers import describe_error
+from ksm_exporter.state.history import History
+from ksm_exporter.state.history_file import history_path, read_points
 from ksm_exporter.state.state_file import NOT_READ, parse_lines, read_tail
 from ksm_exporter.state.transitions import Transition
 
@@ -84,6 +86,21 @@ def series_from_url(url: str) -> Series:
         return Series.from_json(get_json(url))
     except BadSeries as e:
         raise SourceError(f"{url}: {e}") from None
+
+
+def series_from_file(path: Path, problems: list[str]) -> Series | None:
+    """The points the exporter saved beside its state file (None: there is no file), its
+    bad lines named in `problems`."""
+    try:
+        points, dropped = read_points(path, time.time())
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SourceError(f"cannot read {path}: {describe_error(e)}") from None
+    problems += [f"{n} lines of {path} ({why})" for why, n in sorted(dropped.items())]
+    history = History()
+    history.restore(points)
+    return history.series()
 
 
 def from_state_file(path: Path) -> tuple[list[Transition], list[str]]:
@@ -257,14 +274,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def plot(args: argparse.Namespace, history: list[Transition], problems: list[str]) -> int:
-    """--plot FILE: the landing page's picture from the exporter's history, or what the
-    state file's edges alone tell."""
+    """--plot FILE: the landing page's picture from the exporter's history (/history, or
+    the file beside --state.file), else from what the edges alone tell."""
     series = None
-    if args.state_file is None:
-        try:
+    try:
+        if args.state_file is None:
             series = series_from_url(args.url)
-        except SourceError as e:  # an exporter without /history: the edges still draw
-            problems.append(f"{e}; drawn from the edges alone")
+        else:
+            series = series_from_file(history_path(args.state_file), problems)
+    except SourceError as e:  # no history: the edges still draw
+        problems.append(f"{e}; drawn from the edges alone")
     try:
         write_picture(args.plot, history, series, time.time())
     except PictureError as e:

@@ -39,10 +39,11 @@ class PictureError(Exception):
 def picture_window(
     series: Series, marks: Sequence[Mark], now: float, from_exporter: bool
 ) -> tuple[float, float]:
-    """The exporter's last day, as its landing page shows; a state file's whole span."""
-    if from_exporter:
-        return window(series, marks, now, DAY)
+    """With the exporter's points, the last day of them, as its landing page shows; with
+    the edges alone, their whole span."""
     times = [*series.times, *(m.time for m in marks)]
+    if from_exporter:
+        return window(series, marks, max(times, default=now), DAY)
     if not times:
         return now - 600, now
     start, end = min(times), max(times)
@@ -53,7 +54,7 @@ def picture_window(
 def write_picture(
     path: Path, history: Sequence[Transition], series: Optional[Series], now: float
 ) -> None:
-    """`series`: the exporter's /history (None: a state file, its edges are the points)."""
+    """`series`: the exporter's points (None: none, the edges are the points)."""
     marks = marks_of(history)
     points = series if series is not None else series_of_edges(history)
     start, end = picture_window(points, marks, now, series is not None)

@@ -79,8 +79,17 @@ class _Ring:
         point = self.open_point()
         self.sums = [0.0] * len(FIELDS)
         self.counts = [0] * len(FIELDS)
-        if point is None:
-            return
+        if point is not None:
+            self.put(point)
+
+    def reopen(self, point: Sequence[float]) -> None:
+        """Make `point` the open bucket again (the newest point of a saved ring)."""
+        self.bucket = math.floor(point[0] / self.tier.step)
+        self.sums = [0.0 if math.isnan(v) else v for v in point]
+        self.counts = [0 if math.isnan(v) else 1 for v in point]
+
+    def put(self, point: Sequence[float]) -> None:
+        """Append a closed point (the newest)."""
         n = self.tier.points
         at = (self.start + self.size) % n
         for column, v in zip(self.columns, point):
@@ -144,6 +153,30 @@ class History:
         with self._lock:
             for ring in self._rings:
                 ring.add(values)
+            self.version += 1
+
+    def steps(self) -> list[float]:
+        return [ring.tier.step for ring in self._rings]
+
+    def saved_points(self) -> list[tuple[float, list[float]]]:
+        """Every ring's points (step, point), the open buckets as points: what a restart
+        puts back with restore()."""
+        with self._lock:
+            rings = [(ring.tier.step, ring.columns_now()) for ring in self._rings]
+        return [(step, list(point)) for step, columns in rings for point in zip(*columns)]
+
+    def restore(self, points: Iterable[tuple[float, Sequence[float]]]) -> None:
+        """Points saved before a restart (saved_points), oldest first within each ring."""
+        by_step: dict[float, list[Sequence[float]]] = {r.tier.step: [] for r in self._rings}
+        for step, point in points:
+            by_step[step].append(point)
+        with self._lock:
+            for ring in self._rings:
+                saved = by_step[ring.tier.step]
+                for point in saved[:-1]:
+                    ring.put(point)
+                if saved:  # the newest was the open bucket (saved_points)
+                    ring.reopen(saved[-1])
             self.version += 1
 
     def series(self, since: float | None = None) -> Series:

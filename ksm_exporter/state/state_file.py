@@ -107,42 +107,53 @@ class StateFile:
                 return False
         return True
 
-    def _prefix(self) -> str:
-        return f".{self.path.name}."
-
     def _replace(self, data: bytes) -> None:
-        # mkstemp: O_CREAT|O_EXCL with a random name, so a symlink or a file planted
-        # beside the state file is never followed or truncated.
-        fd, tmp = tempfile.mkstemp(prefix=self._prefix(), suffix=".tmp", dir=self.path.parent)
-        try:
-            try:
-                os.fchmod(fd, 0o640)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)  # replaces a symlink itself, never its target
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        replace_file(self.path, data)
 
     def _remove_stale_temporaries(self) -> None:
-        """Temporary files of saves that SIGKILL interrupted: ours, by their exact shape
-        (mkstemp's 8 random characters), so no file of anyone else is touched."""
-        ours = re.compile(re.escape(self._prefix()) + r"[a-z0-9_]{8}\.tmp")
+        remove_stale_temporaries(self.path)
+
+
+def _prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write `data` to a private temporary file beside `path`, fsync it, rename it over
+    `path` and fsync the directory. Raises OSError."""
+    # mkstemp: O_CREAT|O_EXCL with a random name, so a symlink or a file planted
+    # beside the state file is never followed or truncated.
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
+    try:
+        try:
+            os.fchmod(fd, 0o640)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)  # replaces a symlink itself, never its target
+    except OSError:
         with contextlib.suppress(OSError):
-            for name in os.listdir(self.path.parent):
-                if ours.fullmatch(name):
-                    with contextlib.suppress(OSError):
-                        os.unlink(self.path.parent / name)  # unlink never follows a link
+            os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of saves that SIGKILL interrupted: ours, by their exact shape
+    (mkstemp's 8 random characters), so no file of anyone else is touched."""
+    ours = re.compile(re.escape(_prefix(path)) + r"[a-z0-9_]{8}\.tmp")
+    with contextlib.suppress(OSError):
+        for name in os.listdir(path.parent):
+            if ours.fullmatch(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(path.parent / name)  # unlink never follows a link
 
 
 def read_tail(path: Path) -> tuple[bytes, bool]:
