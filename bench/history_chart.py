@@ -7,7 +7,8 @@ Builds the daemon as `serve` does on the linux-6.18 fixture, in this process, an
 its RSS (VmRSS) before and after filling every ring of the history (8 days of polls every
 5 s, as the watcher adds them, edges every few hours), then the time to render `/` with
 the picture drawn anew (the history changed) and from the cache (it did not), and the time
-of an in-process /metrics with an empty and with a full history. Not a test.
+of an in-process /metrics with an empty and with a full history, and the save of the
+points beside --state.file. Not a test.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import gc
 import math
 import statistics
+import tempfile
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -26,7 +28,9 @@ from ksm_exporter.model.edge_cause import Cause, EdgeContext
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.readers.sysfs_ksm import KsmReading
 from ksm_exporter.state.history import TIERS, budget_bytes
+from ksm_exporter.state.history_file import HistoryFile
 from ksm_exporter.state.snapshot import Snapshot
+from ksm_exporter.state.state_file import StateFile
 from tests.support import FIXTURES
 from tests.support.in_process import built_daemon
 
@@ -111,6 +115,11 @@ def main() -> None:
         render_cached = timed(lambda: get(d, "/"), args.runs)
         scrape_full = timed(lambda: get(d, "/metrics"), args.runs)
         page = get(d, "/").body
+        with tempfile.TemporaryDirectory() as tmp:
+            saved_to = Path(tmp) / "state.history"
+            history_file = HistoryFile(saved_to, history, StateFile(Path(tmp) / "state"))
+            save_ms = timed(history_file.save, 5)
+            saved_kib = saved_to.stat().st_size / 1024
     rings = ", ".join(f"{t.points} x {t.step:g} s" for t in TIERS)
     print(f"history rings: {rings}; arrays {budget_bytes() / 1024:.0f} KiB (fixed)")
     print(f"polls fed: {polls} (8 days every 5 s); points kept: {points}")
@@ -119,6 +128,7 @@ def main() -> None:
     print(f"landing page: {len(page) / 1024:.0f} KiB")
     print(f"render / (picture drawn anew), median ms: {render_fresh:.1f}")
     print(f"render / (picture cached), median ms: {render_cached:.2f}")
+    print(f"save of PATH.history (every 5 min, watcher): {save_ms:.1f} ms, {saved_kib:.0f} KiB")
     print(
         f"in-process /metrics median ms: empty history {scrape_empty:.2f}, full {scrape_full:.2f}"
     )
