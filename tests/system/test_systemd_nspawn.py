@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from ksm_exporter.experiment.ksm_settings import KsmUnavailable, exclusive_ksm
-from tests.support import REAL_KSM, http_get, listening_ports, parse_samples, wait_until
+from tests.support import FIXTURES, REAL_KSM, http_get, listening_ports, parse_samples, wait_until
 from tests.support.nspawn import Container, booted, built_deb, cannot_boot
 
 pytestmark = pytest.mark.packaging
@@ -50,8 +50,13 @@ ctypes.CDLL(None).prctl(15, b"{QEMU_NAME}", 0, 0, 0)
 memory = MergeableMemory({PAGES}, {PAGES}, sys.argv[1].encode())
 signal.pause()
 """
-# ksmtuned is a bash script: its process name is the script's file name.
-FAKE_KSMTUNED = "#!/bin/bash\nwhile sleep 60; do :; done\n"
+# ksmtuned is a bash script: its process name is the script's file name. Fedora's real
+# script (the exporter reads the running ksmtuned's rule from it), kept from ever looking
+# by a loop before its first line.
+FAKE_KSMTUNED = (
+    "#!/bin/bash\nwhile sleep 60; do :; done\n"
+    + ((FIXTURES / "ksmtuned" / "fedora-ksmtuned").read_text().split("\n", 1)[1])
+)
 
 
 def bcrypt_hash(password: str) -> str:
