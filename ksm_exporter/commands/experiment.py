@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
-from ksm_exporter.experiment.flow import STOP_SIGNALS, Options, Reporter, Result, run_experiment
+from ksm_exporter.experiment.flow import Options, Result, run_experiment
 from ksm_exporter.experiment.ksm_settings import KsmUnavailable, check_writable
 from ksm_exporter.experiment.matrix import matrices_json, matrices_table
 from ksm_exporter.experiment.plot import PlotUnavailable, require_matplotlib, write_plot
+from ksm_exporter.experiment.reporter import Reporter
+from ksm_exporter.experiment.restore import STOP_SIGNALS
 from ksm_exporter.experiment.workload import WorkloadSpec
 from ksm_exporter.model.derived import mebibytes, page_size, saved_bytes
 from ksm_exporter.readers import Paths

@@ -12,50 +12,36 @@ settle, load, measure), run and printed in order.
     8. KSM status and memory usage                       -> matrix 2, KSM enabled
 
 Every KSM setting goes through exclusive_ksm's KsmSettings, which records the first value
-of each one written; all are put back at the end, also on error or interrupt.
+of each one written; all are put back at the end, also on error or interrupt
+(restore.py). The readings and what is printed from them are in readings.py, the step
+and progress lines in reporter.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from ksm_exporter.experiment.ksm_settings import LOCK_PATH, KsmSettings, exclusive_ksm
 from ksm_exporter.experiment.matrix import Matrix
-from ksm_exporter.experiment.plot import Point
+from ksm_exporter.experiment.plot import Mark, Point
+from ksm_exporter.experiment.readings import (
+    ExperimentError,
+    Reading,
+    make_matrix,
+    status_line,
+    take_reading,
+)
+from ksm_exporter.experiment.reporter import Reporter
+from ksm_exporter.experiment.restore import put_back, signals_held
 from ksm_exporter.experiment.services import KsmServices, ksmtuned_pids
 from ksm_exporter.experiment.settle_wait import IdleKsmd, idle_after
 from ksm_exporter.experiment.workload import Workload, WorkloadSpec
-from ksm_exporter.model.derived import (
-    MIB,
-    awk_number,
-    is_running,
-    mebibytes,
-    page_size,
-    saved_bytes,
-    sharing_ratio,
-)
+from ksm_exporter.model.derived import MIB, is_running, page_size, saved_bytes
 from ksm_exporter.readers import Paths
-from ksm_exporter.readers.ksmd import clock_ticks, cpu_seconds, read_ksmd_stat
-from ksm_exporter.readers.meminfo import MemInfo, read_meminfo
-from ksm_exporter.readers.processes import read_process_names
-from ksm_exporter.readers.sysfs_ksm import read_ksm
 from ksm_exporter.state.settle import DEFAULT_FULL_SCANS, SettleTracker
-
-STEPS = 8
-# Ctrl-C, kill, and a closed terminal: each ends the run through the cleanup.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_SAMPLED = ("run", "full_scans", "pages_sharing", "pages_shared", "general_profit", "pages_scanned")
-
-
-class ExperimentError(RuntimeError):
-    """The run cannot go on; the message is one line for the operator."""
 
 
 @dataclass(frozen=True)
@@ -78,133 +64,12 @@ class Options:
         return {k: v for k, v in given.items() if v is not None}
 
 
-@dataclass(frozen=True)
-class Reading:
-    at: float  # time.monotonic()
-    run: int
-    full_scans: int
-    pages_sharing: int
-    pages_shared: int
-    general_profit: int | None
-    pages_scanned: int | None  # absent on older kernels
-    mem: MemInfo
-    ksmd_cpu: float | None
-
-
 @dataclass
 class Result:
     disabled: Matrix
     enabled: Matrix
     points: list[Point] = field(default_factory=list)
-    marks: list[tuple[float, str]] = field(default_factory=list)
-
-
-class Reporter:
-    """Step lines, and the progress line while KSM settles: rewritten in place on a
-    terminal, one line every few seconds into a pipe or a log."""
-
-    PIPE_EVERY = 5.0
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self._open = False
-        self._last = 0.0
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
-
-    def step(self, n: int, text: str) -> None:
-        self.end_progress()
-        self._write(f"step {n}/{STEPS}: {text}\n")
-
-    def info(self, text: str) -> None:
-        self.end_progress()
-        self._write(f"  {text}\n")
-
-    def progress(self, pages_sharing: int, full_scans: int, elapsed: float) -> None:
-        line = f"  pages_sharing {pages_sharing}  full scans {full_scans}  elapsed {elapsed:.1f}s"
-        if self.tty:
-            self._write(f"\r\x1b[K{line}")
-            self._open = True
-        elif time.monotonic() - self._last >= self.PIPE_EVERY:
-            self._write(line + "\n")
-            self._last = time.monotonic()
-
-    def end_progress(self) -> None:
-        if self._open:
-            self._write("\n")
-            self._open = False
-
-
-def ksmd_cpu_seconds(procfs: Path) -> float | None:
-    """utime + stime of the ksmd kernel thread, read as the daemon reads it; None without
-    ksmd or when its stat cannot be read (the matrix then shows `-`)."""
-    try:
-        stat = read_ksmd_stat(procfs, read_process_names(procfs))
-    except (OSError, ValueError):
-        return None
-    return None if stat is None else cpu_seconds(stat, clock_ticks())
-
-
-def take_reading(paths: Paths) -> Reading:
-    ksm = read_ksm(paths.ksm_dir, only=_SAMPLED)
-    missing = [n for n in _SAMPLED[:4] if n not in ksm.values]
-    if not ksm.present or missing:
-        why = "; ".join(f"{n}: {ksm.errors.get(n, 'missing')}" for n in missing)
-        raise ExperimentError(f"cannot read {paths.ksm_dir}: {why or 'absent'}")
-    try:
-        mem = read_meminfo(paths.procfs)
-    except (OSError, ValueError) as e:
-        raise ExperimentError(f"cannot read {paths.procfs}/meminfo: {e}") from None
-    v = ksm.values
-    return Reading(
-        at=time.monotonic(),
-        run=v["run"],
-        full_scans=v["full_scans"],
-        pages_sharing=v["pages_sharing"],
-        pages_shared=v["pages_shared"],
-        general_profit=v.get("general_profit"),
-        pages_scanned=v.get("pages_scanned"),
-        mem=mem,
-        ksmd_cpu=ksmd_cpu_seconds(paths.procfs),
-    )
-
-
-def _cpu_between(first: Reading, last: Reading) -> float | None:
-    if first.ksmd_cpu is None or last.ksmd_cpu is None:
-        return None
-    return round(last.ksmd_cpu - first.ksmd_cpu, 2)
-
-
-def make_matrix(first: Reading, last: Reading, page: int, settle_seconds: float | None) -> Matrix:
-    """The matrix of the phase from `first` to `last`, its state as of `last`."""
-    return Matrix(
-        used_mb=mebibytes(last.mem.used),
-        free_mb=mebibytes(last.mem.free),
-        saved_mb=mebibytes(saved_bytes(last.pages_sharing, page)),
-        sharing_rate=sharing_ratio(last.pages_sharing, last.pages_shared),
-        general_profit_bytes=last.general_profit,
-        full_scans=last.full_scans - first.full_scans,
-        settle_seconds=settle_seconds,
-        ksmd_cpu_seconds=_cpu_between(first, last),
-    )
-
-
-def status_line(r: Reading, page: int) -> str:
-    """checkKSM_pages_info.sh's key figures and `free -m`'s, on one line."""
-    rate = awk_number(sharing_ratio(r.pages_sharing, r.pages_shared))
-    return (
-        f"KSM saved: {mebibytes(saved_bytes(r.pages_sharing, page))} MB, "
-        f"Sharing_Rate: {rate}, Pages_Sharing: {r.pages_sharing}, "
-        f"Pages_Shared: {r.pages_shared}, Full_Scans: {r.full_scans}; "
-        f"{mebibytes(r.mem.used)} MB used, {mebibytes(r.mem.free)} MB free"
-    )
-
-
-def describe_settings(values: dict[str, str]) -> str:
-    return " ".join(f"{k}={v}" for k, v in values.items()) or "none"
+    marks: list[Mark] = field(default_factory=list)
 
 
 class _Run:
@@ -295,14 +160,14 @@ class _Run:
         settle_seconds = self.wait_settled(start)
         marks = []
         if settle_seconds is not None:
-            marks.append((settle_seconds, "settled"))
+            marks.append(Mark(settle_seconds, "settled"))
 
         rep.step(6, "KSM status and memory usage")
         rep.info(status_line(self.read(), self.page))
 
         if workload is not None:
             rep.step(7, "run the PRNG in all workload processes and wait until they complete")
-            marks.append((time.monotonic() - self.ksm_start, "PRNG"))
+            marks.append(Mark(time.monotonic() - self.ksm_start, "PRNG"))
             workload.prng_pass()
         else:
             rep.step(7, "run the PRNG in the VMs: skipped (--no-workload)")
@@ -387,30 +252,7 @@ def run_experiment(opts: Options, rep: Reporter) -> Result:
             with signals_held():
                 if workload is not None:
                     workload.stop()
-                failures = _put_back(run, rep)
+                failures = put_back(run.settings, run.services, rep)
         if failures:
             raise ExperimentError("; ".join(failures))
         return result
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold back stop signals while cleaning up: a Ctrl-C there would leave settings
-    half restored. One that arrives is delivered afterwards."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _put_back(run: _Run, rep: Reporter) -> list[str]:
-    """Restore KSM settings, then the services (ksm.service writes run itself); return a
-    message per failure."""
-    restored = describe_settings(run.settings.saved)
-    failures = run.settings.restore() + run.services.restore()
-    rep.end_progress()
-    rep.info(f"restored: {restored}")
-    for failure in failures:
-        rep.info(f"error: {failure}")
-    return failures

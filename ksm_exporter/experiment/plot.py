@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 INSTALL_HINT = "--plot needs matplotlib: pip install 'ksm-exporter[plot]'"
 
@@ -25,6 +26,13 @@ class Point:
     saved_mb: float
 
 
+class Mark(NamedTuple):
+    """A vertical line on the plot: when something happened (settled, the PRNG run)."""
+
+    seconds: float  # since KSM was started
+    label: str
+
+
 def require_matplotlib() -> None:
     """Raise PlotUnavailable with INSTALL_HINT where matplotlib cannot be imported: checked
     before the experiment starts, not after minutes of it."""
@@ -38,7 +46,7 @@ def write_plot(
     points: Sequence[Point],
     path: Path,
     title: str,
-    marks: Sequence[tuple[float, str]] = (),
+    marks: Sequence[Mark] = (),
 ) -> None:
     """Two panels sharing the time axis; `marks` are vertical lines (settled, PRNG run)."""
     require_matplotlib()
