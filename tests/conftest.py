@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from ksm_exporter.experiment.ksm_settings import KsmSettings, KsmUnavailable, exclusive_ksm
-from tests.support import REAL_KSM
+from tests.support import REAL_KSM, NotifySocket
 
 
 @pytest.fixture
@@ -19,6 +20,14 @@ def real_ksm() -> Iterator[KsmSettings]:
             yield settings
     except KsmUnavailable as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    """A socket standing in for systemd's NOTIFY_SOCKET (its env(): a service's)."""
+    s = NotifySocket(tmp_path / "notify")
+    yield s
+    s.close()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

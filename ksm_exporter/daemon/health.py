@@ -25,14 +25,17 @@ OK = Health(True, "OK")
 
 
 class Heartbeat:
-    """When a loop last completed a turn. The loop beats; liveness reads. One float,
-    written by the loop's thread alone."""
+    """When a loop last completed a turn, and how many it completed. The loop beats;
+    liveness (and a test waiting for the loop to have read what it sent) reads. Written
+    by the loop's thread alone."""
 
     def __init__(self) -> None:
         self.last = time.monotonic()
+        self.beats = 0
 
     def beat(self) -> None:
         self.last = time.monotonic()
+        self.beats += 1
 
     def seconds_since(self) -> float:
         return time.monotonic() - self.last

@@ -221,6 +221,22 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: s
         time.sleep(interval)
 
 
+def loop_turns(server: ExporterHTTPServer, turns: int) -> None:
+    """Wait until the server's loop has completed `turns` more turns (idle, it turns at
+    least every MAX_POLL_SECONDS)."""
+    start = server.heartbeat.beats
+    wait_until(lambda: server.heartbeat.beats >= start + turns, what=f"{turns} loop turns")
+
+
+def requests_read(server: ExporterHTTPServer, n: int) -> None:
+    """Wait until the loop has read the first bytes of `n` connections' requests (or TLS
+    handshakes): they are no longer idle."""
+    wait_until(
+        lambda: sum(not c.idle for c in list(server._conns.values())) == n,
+        what=f"the loop to read {n} requests",
+    )
+
+
 def exporter_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ksm_exporter", *args]
 
@@ -363,6 +379,12 @@ class NotifySocket:
             except BlockingIOError:
                 break
         self._sock.close()
+
+    def env(self) -> dict[str, str]:
+        """The environment of a service notifying here, its watchdog at 0.4 s. WATCHDOG_PID
+        left unset: the test cannot know the pid before the spawn, and without it the
+        watchdog applies to whoever reads WATCHDOG_USEC (sd_watchdog_enabled(3))."""
+        return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": "400000"}
 
     def texts(self) -> list[str]:
         return [m for _, m in self.messages]

@@ -1,17 +1,22 @@
-"""Faults the exporter must ride out: the KSM directory and meminfo vanishing, a port in
-use, --state.file on a read-only or full disk."""
+"""Faults the exporter must ride out: meminfo vanishing, a port in use, --state.file on a
+read-only or full disk, its writer killed at any moment (the KSM directory vanishing:
+tests/unit/daemon/web/test_app.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ksm_exporter.state.state_file import StateFile
 from tests.support import (
     REPO,
     RunningExporter,
@@ -47,23 +52,6 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in proc.stderr
-
-
-def test_ksm_directory_removed_and_restored(tmp_path: Path) -> None:
-    root = copy_fixture("linux-6.18", tmp_path)
-    ksm = root / "sys/kernel/mm/ksm"
-    away = root / "sys/kernel/mm/ksm.away"
-    with run_exporter(root, tmp=tmp_path) as exp:
-        assert metric(exp, "ksm_up") == 1
-        ksm.rename(away)
-        samples = exp.metrics()
-        assert samples["ksm_up"] == 0
-        assert "ksm_pages_sharing" not in samples
-        assert exp.get("/-/healthy")[0] == 200  # the watcher keeps polling
-        away.rename(ksm)
-        samples = exp.metrics()
-        assert samples["ksm_up"] == 1 and samples["ksm_pages_sharing"] == 3000
-        assert exp.proc.poll() is None
 
 
 def test_meminfo_vanishing_is_counted_and_survived(tmp_path: Path) -> None:
@@ -134,3 +122,51 @@ def test_state_file_on_a_broken_disk_keeps_serving_and_counts(tmp_path: Path, di
             assert status == 200 and body.count('"to"') == 3  # kept in memory
             assert "cannot save state file" in exp.log()
             assert exp.proc.poll() is None
+
+
+# A writer that saves transition after transition and says "logged N" only after each
+# save returned: the exporter's order (save, then log).
+WRITER = """
+import sys
+from pathlib import Path
+from ksm_exporter.state.state_file import READ_LIMIT_BYTES, StateFile
+from ksm_exporter.state.transitions import TransitionTracker
+sf = StateFile(Path(sys.argv[1]))
+tracker = TransitionTracker(max_history=100, restored=sf.load())
+start = int(sys.argv[2])
+i = 0
+tracker.observe(0, None, 0.0)
+while True:
+    i += 1
+    if tracker.observe(i % 2, None, float(start * 1000 + i)):
+        sf.save(tracker.state().history)
+        print(f"logged {start * 1000 + i}", flush=True)
+"""
+
+
+def test_sigkill_at_any_moment_never_loses_or_corrupts_a_logged_entry(tmp_path: Path) -> None:
+    path = tmp_path / "state"
+    rng = random.Random(1234)
+    logged: list[float] = []
+    for attempt in range(1, 16):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(attempt)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # it is writing: now kill it somewhere in its loop
+        time.sleep(rng.uniform(0, 0.05))
+        proc.kill()
+        rest = proc.stdout.read()
+        proc.wait()
+        logged += [float(line.split()[1]) for line in (first + rest).splitlines()]
+        sf = StateFile(path)
+        history = [t.timestamp for t in sf.load()]
+        assert sf.errors == 0, "the state file was corrupted by SIGKILL"
+        assert history == sorted(history) and len(history) == len(set(history))
+        # Everything logged that still fits in the bounded history is there.
+        missing = [ts for ts in logged if ts >= history[0] and ts not in set(history)]
+        assert not missing, f"logged but lost: {missing}"
+        assert history[-1] >= logged[-1]

@@ -2,16 +2,31 @@
 file, meminfo, vmstat, /proc/PID/cmdline, /proc/PID/ksm_stat, ksmd's stat): the real
 exporter keeps answering health, answers scrapes by their deadline with the other
 collectors' series and the stuck one marked failed, keeps its threads bounded however
-many scrapes come, and recovers fully when the read returns."""
+many scrapes come, and recovers fully when the read returns. A hung read of `run` stalls
+the watcher: /-/healthy turns 503 and the systemd watchdog goes unanswered until it
+returns. `status` prints the KSM figures when a VM's /proc files hang."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.support import copy_fixture, parse_samples, run_exporter, thread_count, wait_until, wedge
+from tests.support import (
+    NotifySocket,
+    copy_fixture,
+    parse_samples,
+    run_cli,
+    run_exporter,
+    thread_count,
+    unwedge_run,
+    wait_until,
+    wedge,
+    wedge_run,
+)
 
 # file under the fixture tree -> the collectors that read it
 HUNG = {
@@ -91,3 +106,60 @@ def test_sigterm_with_a_read_stuck_for_good(tmp_path: Path) -> None:
         assert status == 200 and success(parse_samples(body))["ksm"] == 0
         exp.proc.send_signal(signal.SIGTERM)
         assert exp.proc.wait(20) == 0, exp.log()
+
+
+def test_status_answers_when_a_vm_process_hangs_its_readers(tmp_path: Path) -> None:
+    """A qemu process whose memory map is locked hangs reads of its cmdline, as `ps`: the
+    KSM figures are printed all the same, the VMs left out and said so, in time."""
+    root = copy_fixture("procfs-vms", tmp_path)
+    cmdline = root / "proc" / "1001" / "cmdline"
+    cmdline.unlink()
+    os.mkfifo(cmdline)  # no writer: a read of it waits for good
+    paths = (f"--path.sysfs={root}/sys", f"--path.procfs={root}/proc")
+    r = run_cli("status", *paths)
+    assert r.returncode == 0
+    assert "KSM saved:" in r.stdout and "instance-" not in r.stdout
+    assert "did not answer within 5 s" in r.stderr and "VMs left out" in r.stderr
+    as_json = json.loads(run_cli("status", "--json", *paths).stdout)
+    assert as_json["vms"] is None and "saved_mb" in as_json  # unknown, not "no VMs"
+
+
+def test_health_turns_503_when_the_watcher_stalls_and_200_when_it_recovers(tmp_path: Path) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    wedge_run(root)
+    with run_exporter(root, tmp=tmp_path, interval="100ms") as exporter:
+        status, body = exporter.get("/-/healthy")
+        assert status == 200, body
+        wait_until(lambda: exporter.get("/-/healthy")[0] == 503, timeout=10, what="503")
+        assert "watcher stalled" in exporter.get("/-/healthy")[1]
+        unwedge_run(root, 1)
+        wait_until(lambda: exporter.get("/-/healthy")[0] == 200, timeout=5, what="200")
+
+
+def test_watchdog_pings_stop_while_the_watcher_is_stalled(
+    tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    root = copy_fixture("linux-6.18", tmp_path)
+    wedge_run(root)
+    n = notify_socket
+    with run_exporter(root, tmp=tmp_path, env=n.env()) as exporter:
+        wait_until(lambda: n.pings(), what="a first ping")
+        # --watch.interval=100ms: stalled once a poll is 2.1 s late (as /-/healthy says).
+        wait_until(
+            lambda: any(s.startswith("watcher stalled") for s in n.statuses()),
+            timeout=10,
+            what="STATUS saying the watcher stalled",
+        )
+        wait_until(
+            lambda: "no longer answering the systemd watchdog" in exporter.log(),
+            what="the watchdog given up",
+        )
+        stalled, statuses = len(n.pings()), len(n.statuses())
+        # The status counts the stall in seconds: two more of them are five ping intervals.
+        wait_until(lambda: len(n.statuses()) >= statuses + 2, what="two more statuses")
+        assert len(n.pings()) == stalled
+        status, body = exporter.get("/-/healthy")
+        assert status == 503 and body.startswith("watcher stalled"), body
+        unwedge_run(root, 0)
+        wait_until(lambda: len(n.pings()) > stalled + 2, what="pings to resume")
+        assert "answering the systemd watchdog" in exporter.log()

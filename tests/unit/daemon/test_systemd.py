@@ -14,9 +14,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,9 +50,7 @@ from tests.support import (
     bound_port,
     copy_fixture,
     run_exporter,
-    unwedge_run,
     wait_until,
-    wedge_run,
     write_ksm,
 )
 
@@ -61,25 +60,12 @@ KSMTUNED_STOCK_CONF = FIXTURES / "ksmtuned" / "stock.conf"
 # --- sd_notify over a real socket ----------------------------------------------------------
 
 
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
-    s = NotifySocket(tmp_path / "notify")
-    yield s
-    s.close()
-
-
-def systemd_env(notify: NotifySocket) -> dict[str, str]:
-    # WATCHDOG_PID left unset: the test cannot know the pid before the spawn, and without it
-    # the watchdog applies to whoever reads WATCHDOG_USEC (sd_watchdog_enabled(3)).
-    return {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"}
-
-
 def test_ready_status_watchdog_and_stopping(tmp_path: Path, notify_socket: NotifySocket) -> None:
     root = copy_fixture("linux-6.18", tmp_path)
     n = notify_socket
     # The exporter's log as READY=1 arrives: it already names the port (bound to :0).
     n.at_ready = lambda: "".join(p.read_text() for p in tmp_path.glob("exporter-*.log"))
-    env = systemd_env(n)
+    env = n.env()
     with run_exporter(root, tmp=tmp_path, env=env) as exporter:
         wait_until(lambda: n.port_open_at_ready is not None, what="READY=1")
         assert n.texts()[0].startswith("READY=1\n")
@@ -114,34 +100,6 @@ def test_ready_status_watchdog_and_stopping(tmp_path: Path, notify_socket: Notif
     assert all(a != b for a, b in zip(statuses, statuses[1:])), statuses
 
 
-def test_watchdog_pings_stop_while_the_watcher_is_stalled(
-    tmp_path: Path, notify_socket: NotifySocket
-) -> None:
-    root = copy_fixture("linux-6.18", tmp_path)
-    wedge_run(root)
-    n = notify_socket
-    with run_exporter(root, tmp=tmp_path, env=systemd_env(n)) as exporter:
-        wait_until(lambda: n.pings(), what="a first ping")
-        # --watch.interval=100ms: stalled once a poll is 2.1 s late (as /-/healthy says).
-        wait_until(
-            lambda: any(s.startswith("watcher stalled") for s in n.statuses()),
-            timeout=10,
-            what="STATUS saying the watcher stalled",
-        )
-        wait_until(
-            lambda: "no longer answering the systemd watchdog" in exporter.log(),
-            what="the watchdog given up",
-        )
-        stalled = len(n.pings())
-        time.sleep(1.0)  # five ping intervals
-        assert len(n.pings()) == stalled
-        status, body = exporter.get("/-/healthy")
-        assert status == 503 and body.startswith("watcher stalled"), body
-        unwedge_run(root, 0)
-        wait_until(lambda: len(n.pings()) > stalled + 2, what="pings to resume")
-        assert "answering the systemd watchdog" in exporter.log()
-
-
 # --- the notifier in-process, with a fake sd_notify ---------------------------------------
 
 
@@ -172,12 +130,33 @@ def fixture_watcher(root: Path) -> Watcher:
     return Watcher(monitor, 0.05, notices)
 
 
+class Counted:
+    """A callable counting its calls: the notifier calls alive() once per watchdog turn
+    and status() once per turn of its loop, so a test can wait for turns to pass."""
+
+    def __init__(self, f: Callable[[], Any]) -> None:
+        self.f = f
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        return self.f()
+
+
+def turns_pass(counted: Counted, turns: int) -> None:
+    start = counted.calls
+    wait_until(lambda: counted.calls >= start + turns, what=f"{turns} turns of the notifier")
+
+
 def watcher_notifier(
     watcher: Watcher, notify: FakeNotify, env: dict[str, str], **kw: object
-) -> ServiceNotifier:
-    """The notifier as serve wires it, with the HTTP loop always turning."""
-    alive = Liveness(watcher.health, beat_ago(0.0))
-    return ServiceNotifier(alive, lambda: alive()[1], watcher.interval, notify, env, **kw)  # type: ignore[arg-type]
+) -> tuple[ServiceNotifier, Counted, Counted]:
+    """The notifier as serve wires it, with the HTTP loop always turning; and its alive()
+    and status(), counted."""
+    liveness = Liveness(watcher.health, beat_ago(0.0))
+    alive, status = Counted(liveness), Counted(lambda: liveness().why)
+    notifier = ServiceNotifier(alive, status, watcher.interval, notify, env, **kw)  # type: ignore[arg-type]
+    return notifier, alive, status
 
 
 def test_watchdog_seconds_follows_sd_watchdog_enabled() -> None:
@@ -196,10 +175,10 @@ def test_a_watchdog_pid_of_another_process_disables_pings(tmp_path: Path) -> Non
     watcher = fixture_watcher(copy_fixture("linux-6.18", tmp_path))
     notify = FakeNotify()
     env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"}
-    notifier = watcher_notifier(watcher, notify, env, pid=4242)
+    notifier, _, status = watcher_notifier(watcher, notify, env, pid=4242)
     assert notifier.watchdog is None
     notifier.ready()
-    time.sleep(0.3)  # six intervals of the watchdog we were not given
+    turns_pass(status, 6)  # six intervals of the watchdog we were not given
     notifier.stopping()
     assert notify.pings() == 0
     assert notify.messages[0].startswith("READY=1\n")
@@ -209,7 +188,7 @@ def test_a_watchdog_pid_of_another_process_disables_pings(tmp_path: Path) -> Non
 def test_notifier_is_inert_without_notify_socket(tmp_path: Path) -> None:
     watcher = fixture_watcher(copy_fixture("linux-6.18", tmp_path))
     notify = FakeNotify()
-    notifier = watcher_notifier(watcher, notify, {"WATCHDOG_USEC": "100000"})
+    notifier, _, _ = watcher_notifier(watcher, notify, {"WATCHDOG_USEC": "100000"})
     notifier.ready()
     notifier.stopping()
     assert notify.messages == [] and notifier.watchdog is None
@@ -221,7 +200,7 @@ def test_notifier_answers_the_watchdog_only_while_the_watcher_is_on_time(
 ) -> None:
     watcher = fixture_watcher(copy_fixture("linux-6.18", tmp_path))
     notify = FakeNotify()
-    notifier = watcher_notifier(
+    notifier, alive, _ = watcher_notifier(
         watcher, notify, {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "100000"}
     )
     notifier.ready()
@@ -236,7 +215,7 @@ def test_notifier_answers_the_watchdog_only_while_the_watcher_is_on_time(
         )
         wait_until(lambda: "no longer answering the systemd watchdog" in caplog.text)
         stalled = notify.pings()
-        time.sleep(0.3)
+        turns_pass(alive, 3)  # three watchdog turns, each without a ping
         assert notify.pings() == stalled
         watcher.last_poll = time.monotonic()
         wait_until(lambda: notify.pings() > stalled, what="pings to resume")
@@ -250,10 +229,11 @@ def test_watchdog_stops_when_the_http_loop_is_wedged(caplog: pytest.LogCaptureFi
     status says which part is stuck; pings resume when the loop turns again."""
     heartbeat = Heartbeat()
     watcher_ok = lambda: OK  # noqa: E731
-    alive = Liveness(watcher_ok, heartbeat, http_stall_after=0.5)
+    liveness = Liveness(watcher_ok, heartbeat, http_stall_after=0.5)
+    alive = Counted(liveness)
     notify = FakeNotify()
     env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "100000"}
-    notifier = ServiceNotifier(alive, lambda: alive()[1], 0.05, notify, env)
+    notifier = ServiceNotifier(alive, lambda: liveness().why, 0.05, notify, env)
     notifier.ready()
     try:
         wait_until(lambda: notify.pings() >= 2, what="pings while the loop turns")
@@ -264,7 +244,7 @@ def test_watchdog_stops_when_the_http_loop_is_wedged(caplog: pytest.LogCaptureFi
         )
         assert any(m.startswith("STATUS=HTTP loop stalled: no turn for 6") for m in notify.messages)
         stalled = notify.pings()
-        time.sleep(0.3)
+        turns_pass(alive, 3)  # three watchdog turns, each without a ping
         assert notify.pings() == stalled
         heartbeat.last = time.monotonic() + 3600  # turning again
         wait_until(lambda: notify.pings() > stalled, what="pings to resume")

@@ -7,7 +7,6 @@ import json
 import shutil
 import signal
 import socket
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,9 +14,7 @@ from tests.support import (
     FIXTURES,
     copy_fixture,
     run_exporter,
-    unwedge_run,
     wait_until,
-    wedge_run,
     write_ksm,
 )
 
@@ -68,18 +65,6 @@ def test_openmetrics_and_gzip_by_request_headers(tmp_path: Path) -> None:
         assert "ksm_full_scans_total 12.0" in body
 
 
-def test_health_turns_503_when_the_watcher_stalls_and_200_when_it_recovers(tmp_path: Path) -> None:
-    root = copy_fixture("linux-6.18", tmp_path)
-    wedge_run(root)
-    with run_exporter(root, tmp=tmp_path, interval="100ms") as exporter:
-        status, body = exporter.get("/-/healthy")
-        assert status == 200, body
-        wait_until(lambda: exporter.get("/-/healthy")[0] == 503, timeout=10, what="503")
-        assert "watcher stalled" in exporter.get("/-/healthy")[1]
-        unwedge_run(root, 1)
-        wait_until(lambda: exporter.get("/-/healthy")[0] == 200, timeout=5, what="200")
-
-
 def test_broken_files_are_skipped_and_counted_while_serving(tmp_path: Path) -> None:
     root = copy_fixture("broken", tmp_path)
     with run_exporter(root, tmp=tmp_path) as exporter:
@@ -99,8 +84,12 @@ def test_ksm_directory_vanishing_and_coming_back(tmp_path: Path) -> None:
         shutil.move(ksm, root / "away")
         m = exporter.metrics()
         assert m["ksm_up"] == 0 and "ksm_pages_shared" not in m
-        assert exporter.get("/")[0] == 200
-        time.sleep(0.3)  # the watcher keeps polling a missing directory
+        # The watcher keeps polling the missing directory, and says so on the landing page.
+        wait_until(
+            lambda: "the KSM sysfs directory is missing" in exporter.get("/")[1],
+            what="the watcher seeing the directory gone",
+        )
+        assert exporter.get("/-/healthy")[0] == 200
         write_ksm_dir = root / "away"
         (write_ksm_dir / "run").write_text("1\n")
         shutil.move(root / "away", ksm)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from ksm_exporter.daemon.web import server as server_module
 from ksm_exporter.daemon.web.server import ExporterHTTPServer
 from ksm_exporter.daemon.web.webconfig import WebConfig, parse_web_config
-from tests.support import serving, wait_until
+from tests.support import loop_turns, requests_read, serving, wait_until
 from tests.support.certs import make_certs
 from tests.support.stub_app import StubApp
 
@@ -182,7 +183,6 @@ def test_at_the_cap_the_oldest_idle_connection_makes_room(app: StubApp) -> None:
     with serving(app, max_connections=3) as server:
         idle = [connect(server.port) for _ in range(3)]
         wait_until(lambda: server.connection_count() == 3, what="3 connections")
-        time.sleep(0.05)
         idle[1].sendall(b"GET / HTTP/1.1\r\n\r\n")  # now idle[0] is the oldest idle one
         assert idle[1].recv(65536).startswith(b"HTTP/1.1 200")
         assert raw(server.port, b"GET /new HTTP/1.0\r\n\r\n").endswith(b"GET /new\n")
@@ -200,7 +200,7 @@ def test_at_the_cap_with_none_idle_a_new_connection_is_refused(app: StubApp) -> 
         for s in busy:
             s.sendall(b"GET / HTTP/1.1\r\nX-Unfinished: ")  # mid-request: not idle
         wait_until(lambda: server.connection_count() == 2, what="2 connections")
-        time.sleep(0.1)  # let the loop read the partial requests
+        requests_read(server, 2)  # the partial ones: not idle
         try:
             out = raw(server.port, b"GET / HTTP/1.1\r\n\r\n")
         except ConnectionResetError:  # the request raced the close: refused all the same
@@ -295,16 +295,18 @@ def test_a_parked_connection_is_busy_not_idle_at_the_cap(app: StubApp) -> None:
 
 
 def test_the_loop_turns_while_idle_and_stops_turning_when_blocked(
-    server: ExporterHTTPServer, app: StubApp
+    server: ExporterHTTPServer, app: StubApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    time.sleep(3)  # no traffic at all: the loop still turns (epoll timeout <= 1 s)
-    assert server.seconds_since_turn() < 3
+    # The idle wake at 0.2 s rather than 1 s: the same loop, five times faster to prove.
+    monkeypatch.setattr(server_module, "MAX_POLL_SECONDS", 0.2)
+    loop_turns(server, 3)  # no traffic at all: the loop still turns (the epoll timeout)
+    assert server.seconds_since_turn() < 0.5
     with connect(server.port) as s:
         s.sendall(b"GET /block HTTP/1.1\r\n\r\n")  # blocks the loop thread itself
-        wait_until(lambda: server.seconds_since_turn() > 2, what="the loop to look stuck")
+        wait_until(lambda: server.seconds_since_turn() > 0.6, what="the loop to look stuck")
         app.unblock.set()
         assert s.recv(65536).startswith(b"HTTP/1.1 200")
-    wait_until(lambda: server.seconds_since_turn() < 2, what="the loop to turn again")
+    wait_until(lambda: server.seconds_since_turn() < 0.5, what="the loop to turn again")
 
 
 def test_the_loop_thread_is_named_natively(server: ExporterHTTPServer) -> None:
@@ -356,7 +358,7 @@ def test_a_request_within_the_grace_is_not_evicted(app: StubApp) -> None:
     ):
         partial.sendall(b"GET / HTTP/1.1\r\n")
         wait_until(lambda: server.connection_count() == 1, what="1 connection")
-        time.sleep(0.1)  # let the loop read it
+        requests_read(server, 1)
         try:
             out = raw(server.port, b"GET / HTTP/1.0\r\n\r\n")
         except ConnectionResetError:
@@ -457,7 +459,7 @@ def test_a_check_waiting_past_its_deadline_is_closed_and_queued_ones_are_evictab
         busy = connect(server.port)
         busy.sendall(b"GET / HTTP/1.1\r\nX-Unfinished: ")  # within its grace: not evictable
         wait_until(lambda: server.connection_count() == 3, what="3 connections")
-        time.sleep(0.1)
+        requests_read(server, 3)  # two waiting for bcrypt, one partial
         # At the cap: the queued check makes room (its bcrypt never runs), and the new
         # connection is served (a 401 without credentials, not a refusal).
         assert raw(server.port, b"GET /new HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 401 ")
