@@ -1,10 +1,9 @@
 """The exporter's own metrics beyond ksm_exporter_*: process_*, python_info and the HTTP
-server's connection counters. Assembled here, where the server's counters are made, and
+server's connection counters. Assembled from the Admission the daemon gives the server, and
 given to the exporter collector at construction; --web.disable-exporter-metrics leaves
 them all out.
 
-prometheus-client's GCCollector is left out: its nine python_gc_* series were a tenth of
-every scrape's samples, and what the exporter costs is in process_* (CPU, memory, fds)."""
+No python_gc_*: what the exporter costs is in process_* (docs/design/own-metrics.md)."""
 
 from __future__ import annotations
 

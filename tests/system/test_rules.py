@@ -388,12 +388,14 @@ def test_example_configuration_and_documented_keys(tmp_path: Path) -> None:
 def test_user_facing_texts_name_the_report_not_a_seed() -> None:
     texts = [
         "README.md",
+        "ARCHITECTURE.md",
+        "CHANGELOG.md",
         # What apt show and rpm -qi print.
         "packaging/debian/control",
         "packaging/debian/changelog",
         "packaging/rpm/ksm-exporter.spec",
         *RENDERED,
-        *(str(p.relative_to(REPO)) for p in sorted((REPO / "docs").glob("*.md"))),
+        *(str(p.relative_to(REPO)) for p in sorted((REPO / "docs").rglob("*.md"))),
         # Every HELP text the exporter serves, on each fixture kernel.
         *(str(p.relative_to(REPO)) for p in sorted((REPO / "tests/golden").glob("*.metrics"))),
     ]
