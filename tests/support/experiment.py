@@ -1,10 +1,15 @@
-"""What `experiment --json` prints and how its --plot PNG is checked."""
+"""What `experiment --json` prints, how its --plot PNG is checked, and the command run as
+a process."""
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
 import zlib
 from pathlib import Path
+
+from tests.support import REPO, exporter_command
 
 JSON_KEYS = {
     "used_mb",
@@ -40,3 +45,20 @@ def check_png(path: Path) -> tuple[int, int]:
 
 
 # --- workload shape -----------------------------------------------------------------
+
+
+def run_command(*args: str, env: dict[str, str] | None = None, timeout: float = 60):  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        exporter_command("experiment", *args),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
+
+
+def fixture_env(tmp_path: Path) -> dict[str, str]:
+    # A fixture tree needs no machine-wide lock: tests on fixtures never wait for the real one.
+    return {"KSM_EXPORTER_LOCK": str(tmp_path / "lock")}
