@@ -1,5 +1,5 @@
 """State over time: snapshots, the transition tracker, settle detection, the state file,
-and the failed reads.
+the landing page's chart, and the failed reads.
 
 The watcher thread is the one writer of edges, history, the state file, settle and the log
 (KsmMonitor.poll, Notices.flush). A scrape writes only the counters of its own failed
