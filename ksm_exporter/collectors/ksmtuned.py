@@ -124,7 +124,7 @@ class KsmtunedCollector:
                 config, problems = found
                 errors = {label: "; ".join(problems)} if problems else {}
                 self.read_errors.scrape_read({label}, errors)
-        memory = ctx.meminfo()
+        memory: MemInfo | str | None = ctx.meminfo()  # None once the reason is in missing
         if isinstance(memory, str):
             missing.append(f"meminfo: {memory}")
             memory = None

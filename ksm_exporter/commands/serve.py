@@ -164,7 +164,7 @@ def args_file_reloader(path: Path, args: argparse.Namespace) -> Callable[[], Non
             raise RuntimeError(f"ARGS in {path}: {e}") from e
         except SystemExit:  # --help or --version in ARGS: printed, but must not stop us
             raise RuntimeError(f"ARGS in {path}: --help and --version are not settings") from None
-        level = given.pop("log_level", args.log_level)
+        level = str(given.pop("log_level", args.log_level))
         if level != args.log_level:
             set_level(level)
             args.log_level = level

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from ksm_exporter.model.defaults import LOG_LEVELS
@@ -32,7 +33,7 @@ def _head(record: logging.LogRecord) -> dict[str, str]:
     return {"time": ts, "level": level, "source": record.module, "msg": record.getMessage()}
 
 
-def _fields(record: logging.LogRecord, head: dict[str, object]) -> dict[str, object]:
+def _fields(record: logging.LogRecord, head: Mapping[str, object]) -> dict[str, object]:
     """The record's `fields`; one named like a head key (time, level, source, msg) gets a
     `field_` prefix, so that a line never carries the same key twice."""
     fields: dict[str, object] = getattr(record, "fields", {})

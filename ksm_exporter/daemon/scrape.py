@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import functools
 import heapq
 import itertools
 import logging
@@ -436,7 +437,7 @@ class Scraper:
         if queued:
             ctx = self.context()
             for batch in queued.values():
-                self._pool.extra(lambda b=batch: self._drain(b, ctx))
+                self._pool.extra(functools.partial(self._drain, batch, ctx))
 
     def _finish(self, scrape: _Scrape) -> None:
         now = time.monotonic()

@@ -198,9 +198,9 @@ class Workload:
                 p.stdin.close()
         _, alive = psutil.wait_procs(self.procs, timeout=self.EXIT_WAIT)
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for p in alive:
+            for left in alive:
                 with contextlib.suppress(psutil.Error):
-                    p.send_signal(sig)
+                    left.send_signal(sig)
             _, alive = psutil.wait_procs(alive, timeout=self.SIGNAL_WAIT)
         for p in self.procs:
             for stream in (p.stdout, p.stderr):

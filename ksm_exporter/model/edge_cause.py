@@ -146,13 +146,19 @@ def rule_text(
 
 
 class RecordedEdge(Protocol):
-    """What a recorded transition holds of ksmtuned's inputs and the memory (bytes)."""
+    """What a recorded transition holds of ksmtuned's inputs and the memory (bytes); read
+    only (properties), as a frozen dataclass's fields are."""
 
-    ksmtuned_committed_bytes: int | None
-    ksmtuned_threshold_bytes: int | None
-    ksmtuned_free_bytes: int | None
-    mem_used_bytes: int | None
-    mem_free_bytes: int | None
+    @property
+    def ksmtuned_committed_bytes(self) -> int | None: ...
+    @property
+    def ksmtuned_threshold_bytes(self) -> int | None: ...
+    @property
+    def ksmtuned_free_bytes(self) -> int | None: ...
+    @property
+    def mem_used_bytes(self) -> int | None: ...
+    @property
+    def mem_free_bytes(self) -> int | None: ...
 
 
 def edge_rule_text(edge: RecordedEdge) -> str:

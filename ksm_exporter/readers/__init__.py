@@ -109,7 +109,7 @@ def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def describe_error(e: Exception) -> str:
+def describe_error(e: BaseException) -> str:
     """Why a read failed, in a few words: the OS's message, or the parser's."""
     if isinstance(e, OSError):
         return e.strerror or type(e).__name__

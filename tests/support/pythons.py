@@ -67,7 +67,7 @@ def cached_venv(
         with open(log, "w") as out:
             subprocess.run([python, "-m", "venv", venv], stdout=out, stderr=out, check=True)
             (venv / "constraints.txt").write_text(constraints)
-            pip = [venv / "bin" / "python", "-m", "pip", "install", "-q"]
+            pip: list[str | Path] = [venv / "bin" / "python", "-m", "pip", "install", "-q"]
             for args in installs:
                 subprocess.run(
                     [*pip, "-c", venv / "constraints.txt", *args],

@@ -139,11 +139,11 @@ def test_el9_toolchain_builds_and_installs_the_wheel_and_sdist(el9: Path, tmp_pa
     meta = metadata(wheel)
     assert meta["Name"] == "ksm-exporter" and meta["Version"] == __version__
     assert meta["Requires-Python"] == ">=3.9"
-    runtime = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
+    runtime = [r for r in meta.get_all("Requires-Dist", []) if "extra ==" not in r]
     assert [r.replace(" ", "").replace("(", "").replace(")", "") for r in runtime] == [
         r.replace(" ", "") for r in requirements()
     ]
-    assert "Programming Language :: Python :: 3.9" in meta.get_all("Classifier")
+    assert "Programming Language :: Python :: 3.9" in meta.get_all("Classifier", [])
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         entry_points = z.read(f"ksm_exporter-{__version__}.dist-info/entry_points.txt").decode()

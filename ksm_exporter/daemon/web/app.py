@@ -187,7 +187,7 @@ class ExporterApp:
 
     def render(self, families: list[Metric], headers: dict[str, str]) -> Response:
         encoder, content_type = choose_encoder(headers.get("accept", ""))
-        body = encoder(_Families(families))  # type: ignore[arg-type]
+        body = encoder(_Families(families))
         response = Response(200, content_type, body)
         if len(body) >= GZIP_MIN_BYTES and gzip_wanted(headers.get("accept-encoding", "")):
             response.body = gzip.compress(body, compresslevel=1)

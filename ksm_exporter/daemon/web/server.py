@@ -54,7 +54,7 @@ import ssl
 import threading
 import time
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from ksm_exporter import __version__
 from ksm_exporter.daemon.health import Heartbeat
@@ -78,7 +78,7 @@ if TYPE_CHECKING:
 
     # What app.handle returns: an answer now, or one that a worker thread completes later.
     Future = concurrent.futures.Future[Response]
-    AppResult = Response | Future
+    AppResult = Union[Response, Future]
 
 __all__ = ["ExporterHTTPServer", "Limits", "ListenAddressError", "raise_fd_limit"]
 
