@@ -394,13 +394,13 @@ def render_svg(
         )
     # The edges, exact: one marker each, its cause in the tooltip.
     for m in in_window:
-        x = mem.x(m.time)
-        y = MEM_TOP + 10 if m.free_bytes is None else mem.y(m.free_bytes / MIB)
+        mx = mem.x(m.time)
+        my = MEM_TOP + 10 if m.free_bytes is None else mem.y(m.free_bytes / MIB)
         colour = CAUSE_COLOUR.get(m.cause, CAUSE_COLOUR["unknown"])
         out.append(
             f'<g class="edge" data-cause="{escape(m.cause, quote=True)}" '
             f'data-state="{escape(m.to_state, quote=True)}" fill="{colour}" stroke="#ffffff" '
-            f'stroke-width="1.2"><title>{escape(m.label)}</title>{_marker(x, y, m.to_state)}</g>'
+            f'stroke-width="1.2"><title>{escape(m.label)}</title>{_marker(mx, my, m.to_state)}</g>'
         )
     causes = [c for c in CAUSE_COLOUR if any(m.cause == c for m in in_window)]
     legend_series = [*present, "saved_bytes"] if has_saved else present
