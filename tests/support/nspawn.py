@@ -6,8 +6,9 @@ The rootfs comes from mmdebstrap and is cached outside the checkout, under
 older than a week. Each boot runs on an overlay over it (the cache stays as built), so
 installing the .deb and whatever the tests change vanish with the container.
 
-Run as a script it only builds (or reuses) the rootfs and prints where and how long:
-    python -m tests.support.nspawn
+Run as a script it only builds (or reuses) the rootfs of each suite named (default: all)
+and prints where and how long:
+    python -m tests.support.nspawn [bookworm|trixie]...
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,12 +34,19 @@ from ksm_exporter import __version__
 REPO = Path(__file__).parent.parent.parent
 
 CACHE = Path(os.environ.get("KSM_EXPORTER_TEST_CACHE", "/var/cache/ksm-exporter-tests"))
-SUITE = "bookworm"
-# The same archive this machine's apt uses (/etc/apt/sources.list.d/debian.sources).
-MIRRORS = (
-    f"deb http://deb.debian.org/debian {SUITE} {SUITE}-updates main",
-    f"deb http://deb.debian.org/debian-security {SUITE}-security main",
-)
+# Debian 12 (Python 3.11, systemd 252; Proxmox VE 8) and 13 (Python 3.13, systemd 257;
+# Proxmox VE 9): the .deb built here installs and runs on both.
+SUITES = ("bookworm", "trixie")
+
+
+def mirrors(suite: str) -> tuple[str, ...]:
+    """The same archive this machine's apt uses (/etc/apt/sources.list.d/debian.sources)."""
+    return (
+        f"deb http://deb.debian.org/debian {suite} {suite}-updates main",
+        f"deb http://deb.debian.org/debian-security {suite}-security main",
+    )
+
+
 # systemd as PID 1 and dbus for systemctl; the .deb's dependencies (so installing it needs
 # no network); util-linux for setpriv, procps for ps/pgrep, as a user's node has them.
 PACKAGES = (
@@ -56,49 +65,62 @@ PACKAGES = (
 MAX_AGE = 7 * 24 * 3600  # a week: security updates reach the cache this often
 
 
-def rootfs_path() -> Path:
-    key = "\n".join(("v1", SUITE, *MIRRORS, *sorted(PACKAGES))).encode()
-    return CACHE / f"rootfs-{hashlib.sha256(key).hexdigest()[:16]}"
+def cached_tree(name: str, key: tuple[str, ...]) -> Path:
+    """CACHE/NAME-<hash of key>: a cached artefact's path, new when its inputs change."""
+    digest = hashlib.sha256("\n".join(key).encode()).hexdigest()
+    return CACHE / f"{name}-{digest[:16]}"
 
 
-def _fresh(root: Path) -> bool:
-    stamp = root / ".built"
+def rootfs_path(suite: str = "bookworm") -> Path:
+    return cached_tree("rootfs", ("v1", suite, *mirrors(suite), *sorted(PACKAGES)))
+
+
+def fresh(path: Path) -> bool:
+    """Whether a cached artefact is complete (its .built stamp) and under a week old."""
+    stamp = path / ".built" if path.is_dir() else path.with_name(path.name + ".built")
     return stamp.exists() and time.time() - stamp.stat().st_mtime < MAX_AGE
 
 
-def ensure_rootfs(log: Path | None = None) -> Path:
+def mmdebstrap(
+    suite: str, packages: tuple[str, ...], dest: Path, log: Path | None, *options: str
+) -> None:
+    """A Debian `suite` with `packages` (and apt) into dest, a directory or a tarball."""
+    with open(log or os.devnull, "w") as out:
+        subprocess.run(
+            [
+                "mmdebstrap",
+                "--variant=apt",
+                "--mode=root",
+                f"--include={','.join(packages)}",
+                # Shorter boots and a smaller tree: no docs or manuals.
+                "--dpkgopt=path-exclude=/usr/share/{doc,man,info,locale}/*",
+                *options,
+                suite,
+                str(dest),
+                *mirrors(suite),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=True,
+            timeout=1800,
+        )
+
+
+def ensure_rootfs(log: Path | None = None, suite: str = "bookworm") -> Path:
     """The cached rootfs, built first when missing or stale. One build at a time across
     processes, and none while a container runs on the old tree (booted() holds the lock
     file shared); the new tree replaces the old one only once complete."""
-    root = rootfs_path()
-    if _fresh(root):
+    root = rootfs_path(suite)
+    if fresh(root):
         return root
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _fresh(root):
+        if fresh(root):
             return root
         building = Path(tempfile.mkdtemp(prefix=f"{root.name}.building-", dir=CACHE))
         try:
-            with open(log or os.devnull, "w") as out:
-                subprocess.run(
-                    [
-                        "mmdebstrap",
-                        "--variant=apt",
-                        "--mode=root",
-                        "--format=directory",
-                        f"--include={','.join(PACKAGES)}",
-                        # Shorter boots and a smaller tree: no docs or manuals.
-                        "--dpkgopt=path-exclude=/usr/share/{doc,man,info,locale}/*",
-                        SUITE,
-                        str(building),
-                        *MIRRORS,
-                    ],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    check=True,
-                    timeout=1800,
-                )
+            mmdebstrap(suite, PACKAGES, building, log, "--format=directory")
             # A machine id of its own (nspawn refuses an empty one for -b on some versions).
             (building / "etc" / "machine-id").write_text("")
             (building / ".built").touch()
@@ -217,14 +239,17 @@ NSPAWN = ("systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--console
 
 
 @contextlib.contextmanager
-def booted(name: str, workdir: Path, packages: tuple[Path, ...] = ()) -> Iterator[Container]:
-    """Boot the cached rootfs (on an overlay in workdir) with systemd-nspawn -b and install
-    `packages` (.deb files) with apt once it runs; shut it down and unmount on exit.
+def booted(
+    name: str, workdir: Path, packages: tuple[Path, ...] = (), suite: str = "bookworm"
+) -> Iterator[Container]:
+    """Boot the cached rootfs of `suite` (on an overlay in workdir) with systemd-nspawn -b
+    and install `packages` (.deb files) with apt once it runs; shut it down and unmount on
+    exit.
 
     The host's network is shared (the host scrapes 127.0.0.1) and so is /sys: nspawn
     mounts the kernel's sysfs read-only, so /sys/kernel/mm/ksm inside shows what the
     host writes and the container cannot change it."""
-    lower = ensure_rootfs(workdir / "mmdebstrap.log")
+    lower = ensure_rootfs(workdir / "mmdebstrap.log", suite)
     upper, work, root = (workdir / d for d in ("upper", "work", "root"))
     console = workdir / "console.log"
     with contextlib.ExitStack() as cleanup:  # undone in reverse: halt, unmount, unlock
@@ -303,6 +328,7 @@ def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
-    started = time.monotonic()
-    path = ensure_rootfs(Path("/dev/stderr"))
-    print(f"{path} ready after {time.monotonic() - started:.0f} s")
+    for suite in sys.argv[1:] or SUITES:
+        started = time.monotonic()
+        path = ensure_rootfs(Path("/dev/stderr"), suite)
+        print(f"{suite}: {path} ready after {time.monotonic() - started:.0f} s")
