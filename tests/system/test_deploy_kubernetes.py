@@ -1,4 +1,4 @@
-"""deploy/kubernetes/ and the Containerfile: the manifests validate against the Kubernetes
+"""deploy/kubernetes/: the manifests validate against the Kubernetes
 schemas (kubernetes-validate, offline) and prometheus-operator's ServiceMonitor and
 PrometheusRule CRDs, say what the exporter needs, the target labels Prometheus Operator
 gives the ServiceMonitor's targets are what every rule and dashboard query selects, and
@@ -419,39 +419,3 @@ def test_cap_dac_read_search_alone_reads_another_users_vm(tmp_path: Path) -> Non
         assert vm.stdin is not None
         vm.stdin.close()
         vm.wait(10)
-
-
-# --- the Containerfile -----------------------------------------------------------------------
-
-
-def test_containerfile_builds_from_the_projects_wheel(tmp_path: Path) -> None:
-    """What the build stage copies is enough to build the wheel (run here with `build`,
-    as no container tool runs on this machine: docs/install.md), and the image runs the
-    console script of that wheel."""
-    text = (REPO / "Containerfile").read_text()
-    copies = [
-        line.split()[1:-1]
-        for line in text.splitlines()
-        if line.startswith("COPY ") and "--from" not in line
-    ]
-    context = tmp_path / "context"
-    context.mkdir()
-    for sources in copies:
-        for source in sources:
-            src = REPO / source
-            if src.is_dir():
-                shutil.copytree(src, context / source, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy(src, context / source)
-    assert "RUN pip wheel --no-cache-dir --wheel-dir /wheels ." in text
-    assert 'ENTRYPOINT ["ksm-exporter"]' in text
-    pytest.importorskip("build", reason="the `build` package is in the test extra")
-    r = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "out"), str(context)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    [wheel] = (tmp_path / "out").glob("ksm_exporter-*.whl")
-    assert wheel.name.startswith(f"ksm_exporter-{__version__}-")
