@@ -200,6 +200,18 @@ class RunningExporter:
         assert status == 200, body
         return parse_samples(body)
 
+    def ready(self, timeout: float = 20) -> None:
+        """Wait until the readiness probe's path answers 200 (the process must live on)."""
+
+        def healthy() -> bool:
+            assert self.proc.poll() is None, self.log()
+            try:
+                return self.get("/-/healthy")[0] == 200
+            except OSError:
+                return False
+
+        wait_until(healthy, timeout=timeout, what="the readiness probe's path to answer")
+
 
 def parse_samples(body: str) -> dict[str, float]:
     out: dict[str, float] = {}

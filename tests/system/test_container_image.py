@@ -21,8 +21,8 @@ import psutil
 import pytest
 import yaml
 
-from ksm_exporter.collectors.ksm_files import FILE_METRICS
 from ksm_exporter.experiment.ksm_settings import KsmSettings
+from ksm_exporter.model.ksm_files import FILE_METRICS
 from ksm_exporter.readers.sysfs_ksm import read_ksm
 from tests.support import REAL_KSM, REPO, RunningExporter, wait_until
 from tests.support.collect import vm_labels
@@ -113,20 +113,6 @@ def status_fields(p: psutil.Process) -> dict[str, str]:
     return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
 
 
-def serving(exporter: RunningExporter) -> dict[str, float]:
-    """A scrape once the readiness probe's path answers."""
-
-    def healthy() -> bool:
-        assert exporter.proc.poll() is None, exporter.log()
-        try:
-            return exporter.get("/-/healthy")[0] == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, timeout=20, what="the readiness probe's path to answer")
-    return exporter.metrics()
-
-
 def test_image_runs_as_a_non_root_user_without_capabilities_by_default(
     image: Image, pod: Pod, vm: psutil.Process, tmp_path: Path
 ) -> None:
@@ -137,7 +123,8 @@ def test_image_runs_as_a_non_root_user_without_capabilities_by_default(
     with running(image, pod.args, pod.volumes, tmp_path) as exporter:
         status = status_fields(exporter_process(exporter))
         assert status["Uid"].split() == ["65534"] * 4 and status["CapEff"] == f"{0:016x}"
-        m = serving(exporter)
+        exporter.ready()
+        m = exporter.metrics()
         assert m["ksm_up"] == (1 if REAL_KSM.is_dir() else 0)
         labels = vm_labels(vm.pid, VM, uuid=VM_UUID)
         assert f"ksm_process_merging_pages{{{labels}}}" not in m
@@ -172,7 +159,7 @@ def test_as_the_daemonset_runs_it_real_ksm_and_a_vm_of_another_user(
         only_cap = f"{1 << CAP_DAC_READ_SEARCH:016x}"
         assert status["CapEff"] == status["CapBnd"] == only_cap, status
         assert status["NoNewPrivs"] == "1"
-        serving(exporter)
+        exporter.ready()
         merging = f"ksm_process_merging_pages{{{vm_labels(vm.pid, VM, uuid=VM_UUID)}}}"
         wait_until(
             lambda: exporter.metrics().get(merging) == PAGES,

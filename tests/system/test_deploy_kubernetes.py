@@ -25,7 +25,7 @@ import yaml
 
 from ksm_exporter import __version__
 from ksm_exporter.flags import serve as serve_flags
-from tests.support import FIXTURES, REPO, http_get, listening_process, parse_samples, wait_until
+from tests.support import FIXTURES, REPO, http_get, listening_process, wait_until
 from tests.support.dashboard_queries import all_queries, fill, load_dashboard
 from tests.support.prometheus import PROMETHEUS, run_server
 from tests.support.scripts import RULES_FILE, default_config
@@ -370,18 +370,8 @@ def run_as_the_pod(bounding: str, tmp: Path) -> dict[str, float]:
     ]
     command = [*setpriv, sys.executable, "-m", "ksm_exporter", *args]
     with listening_process([*command, "--web.listen-address=127.0.0.1:0"], tmp, "pod") as exporter:
-
-        def healthy() -> bool:
-            assert exporter.proc.poll() is None, exporter.log()
-            try:
-                return exporter.get("/-/healthy")[0] == 200
-            except OSError:
-                return False
-
-        wait_until(healthy, timeout=20, what="the readiness probe to pass")
-        status, body = exporter.get("/metrics")
-        assert status == 200
-        return parse_samples(body)
+        exporter.ready()
+        return exporter.metrics()
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="root, setpriv")
