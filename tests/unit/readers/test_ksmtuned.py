@@ -531,3 +531,16 @@ def test_a_configuration_changed_since_start_leaves_the_threshold_out(
     assert c.last["ksmtuned"].missing == why
     scrape(c)
     assert logged(c, caplog) == [why]
+
+
+def test_debian_rule_reads_a_command_line_again_after_an_exec(tmp_path: Path) -> None:
+    # libvirt forks (the child named libvirtd), then execs qemu in the same pid: the
+    # command line read before the exec is read again once the name changes.
+    proc = debian_node(tmp_path)
+    write_process(proc, 802, "libvirtd", cmdline=["/usr/sbin/libvirtd"], rss_pages=2560)
+    c = collector(proc, pattern=None)
+    assert scrape(c)["ksmtuned_committed_bytes"] == 25600 * 4096
+    (proc / "802" / "comm").write_text("qemu-system-x86\n")
+    argv = ["qemu-system-x86_64", "-enable-kvm", "-S"]
+    (proc / "802" / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+    assert scrape(c)["ksmtuned_committed_bytes"] == (25600 + 2560) * 4096
