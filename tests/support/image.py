@@ -102,7 +102,9 @@ def base_image(log: Optional[Path] = None) -> str:
         with tempfile.TemporaryDirectory(prefix="image-base-", dir=CACHE) as context:
             mmdebstrap(BASE_SUITE, BASE_PACKAGES, Path(context) / "rootfs.tar", log, "--format=tar")
             Path(context, "Containerfile").write_text(BASE_CONTAINERFILE)
-            buildah("bud", "--isolation=chroot", "-t", name, context, timeout=600, log=log)
+            buildah(
+                "bud", "--isolation=chroot", "--force-rm", "-t", name, context, timeout=600, log=log
+            )
         # Once a week, then, the images no name points to go: the build cache of older
         # checkouts (about 20 MB each), and the former base once nothing uses it.
         buildah("rmi", "--prune", timeout=300, log=log)
@@ -138,6 +140,7 @@ def build_image(name: str, log: Optional[Path] = None) -> Image:
         buildah(
             "bud",
             "--isolation=chroot",
+            "--force-rm",  # a failed step's container goes too, not only a finished build's
             "--layers",
             "--pull=never",  # the base is local; no registry is asked
             f"--build-arg=BASE={base}",
