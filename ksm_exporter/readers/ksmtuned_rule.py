@@ -1,7 +1,8 @@
 """Which ksmtuned runs, and how its own script counts committed memory.
 
 ksmtuned is a bash script, and each distribution changed how it counts the memory
-committed to guests (tests/fixtures/ksmtuned/ holds the three real scripts, sources noted):
+committed to guests (tests/fixtures/ksmtuned/: Debian's script, and Fedora's and Proxmox
+VE's as Debian's with the lines that differ upstream, sources noted):
 
 - Fedora: `pgrep -d ' ' -- '^qemu(-(kvm|system-.+)|:.{1,11})$'`, the process name
   (qemu-kvm, qemu-system-x86, qemu:NAME), then the sum of `ps -p "$pidlist" -o rsz=`;

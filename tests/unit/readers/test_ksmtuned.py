@@ -43,6 +43,7 @@ from ksm_exporter.readers.shell_assignments import shell_words
 from tests.support import FIXTURES
 from tests.support.collect import Scrapes, collector, scrape
 from tests.support.fake_procfs import write_ksmtuned_script, write_meminfo, write_process
+from tests.support.ksmtuned_scripts import EDITS, derived
 
 CONFS = FIXTURES / "ksmtuned"
 VMS = FIXTURES / "procfs-vms" / "proc"
@@ -263,6 +264,13 @@ def test_the_real_scripts_are_recognised(variant: str, rule: CommittedRule, word
     found = recognise((SCRIPTS / f"{variant}-ksmtuned").read_text())
     assert found == rule
     assert (found.variant, found.words) == (variant, words)
+
+
+@pytest.mark.parametrize("variant", sorted(EDITS))
+def test_the_derived_scripts_are_debians_with_the_documented_edits(variant: str) -> None:
+    """fedora-ksmtuned and proxmox-ksmtuned are Debian's script with the lines that
+    differ upstream replaced (tests/support/ksmtuned_scripts.py), kept in sync."""
+    assert (SCRIPTS / f"{variant}-ksmtuned").read_text() == derived(variant)
 
 
 def replaced(variant: str, old: str, new: str) -> str:
