@@ -21,7 +21,7 @@ from tests.support import (
     REPO,
     RunningExporter,
     copy_fixture,
-    exporter_command,
+    run_cli,
     run_exporter,
     wait_until,
     write_ksm,
@@ -38,16 +38,10 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = subprocess.run(
-            exporter_command(
-                f"--web.listen-address=127.0.0.1:{port}",
-                f"--path.sysfs={root}/sys",
-                f"--path.procfs={root}/proc",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=REPO,
+        proc = run_cli(
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--path.sysfs={root}/sys",
+            f"--path.procfs={root}/proc",
         )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1, proc.stderr

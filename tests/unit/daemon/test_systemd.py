@@ -38,7 +38,6 @@ from ksm_exporter.daemon.watcher import Watcher
 from ksm_exporter.flags.serve import parser as serve_parser
 from ksm_exporter.model.derived import MIB, page_size
 from ksm_exporter.readers import Paths
-from ksm_exporter.readers.edge_inputs import edge_explainer
 from ksm_exporter.readers.meminfo import read_meminfo
 from ksm_exporter.state.monitor import KsmMonitor
 from ksm_exporter.state.notices import Notices
@@ -53,6 +52,7 @@ from tests.support import (
     wait_until,
     write_ksm,
 )
+from tests.support.monitor import fixture_monitor
 
 KSM = "sys/kernel/mm/ksm"
 KSMTUNED_STOCK_CONF = FIXTURES / "ksmtuned" / "stock.conf"
@@ -333,14 +333,7 @@ def test_a_transition_is_one_journal_entry_with_its_fields(
     root = copy_fixture("linux-6.18", tmp_path)
     # This /proc holds meminfo alone: ksmtuned's committed memory (the rss of qemu) and
     # whether ksmtuned runs are not to be seen, its threshold and free memory are.
-    explain = edge_explainer(root / "proc", KSMTUNED_STOCK_CONF)
-    monitor = KsmMonitor(
-        Paths(root / "sys", root / "proc"),
-        TransitionTracker(),
-        ReadErrors(Notices()),
-        None,
-        explain,
-    )
+    monitor = fixture_monitor(root, KSMTUNED_STOCK_CONF)
     monitor.add_listener(log_transition)
     monitor.poll()
     write_ksm(root, "run", 1)

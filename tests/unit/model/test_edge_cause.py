@@ -34,7 +34,7 @@ from ksm_exporter.model.edge_cause import (
 )
 from ksm_exporter.model.watch_format import watch_line
 from ksm_exporter.readers import Paths
-from ksm_exporter.readers.edge_inputs import edge_context, edge_explainer
+from ksm_exporter.readers.edge_inputs import edge_context
 from ksm_exporter.readers.meminfo import read_meminfo
 from ksm_exporter.state import bounded_reads
 from ksm_exporter.state.monitor import KsmMonitor
@@ -45,6 +45,7 @@ from ksm_exporter.state.transitions import Transition, TransitionTracker
 from tests.support import FIXTURES, copy_fixture, wait_until, write_ksm
 from tests.support.as_nobody import run_as_nobody, run_in_child
 from tests.support.fake_procfs import QEMU_PIDS, write_ksmtuned_node, write_meminfo, write_statm
+from tests.support.monitor import fixture_monitor
 
 PAGE = page_size()
 STOCK_CONF = FIXTURES / "ksmtuned" / "stock.conf"  # KSM_THRES_COEF 20: 20% of MemTotal
@@ -106,14 +107,7 @@ def node(tmp_path: Path, **kwargs: object) -> tuple[Path, KsmMonitor]:
     shutil.copytree(FIXTURES / "linux-6.18" / "sys", root / "sys")
     write_ksm(root, "run", 0)
     write_ksmtuned_node(root / "proc", page_size=PAGE, **kwargs)  # type: ignore[arg-type]
-    explain = edge_explainer(root / "proc", STOCK_CONF)
-    monitor = KsmMonitor(
-        Paths(root / "sys", root / "proc"),
-        TransitionTracker(),
-        ReadErrors(Notices()),
-        None,
-        explain,
-    )
+    monitor = fixture_monitor(root, STOCK_CONF)
     monitor.poll()  # the first look: no edge
     return root, monitor
 

@@ -10,7 +10,6 @@ import select
 import signal
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from ksm_exporter.daemon.web.webconfig import (
     parse_web_config,
     reload_web_config,
 )
-from tests.support import REPO, copy_fixture, exporter_command, run_exporter, wait_until
+from tests.support import copy_fixture, run_cli, run_exporter, wait_until
 from tests.support.certs import Certs, make_certs
 from tests.support.stub_app import StubApp
 
@@ -267,17 +266,11 @@ def test_a_broken_file_at_startup_is_one_line_and_exit_1(
     config = tmp_path / "web.yml"
     config.write_text(text)
     root = copy_fixture("linux-6.18", tmp_path)
-    proc = subprocess.run(
-        exporter_command(
-            "--web.listen-address=127.0.0.1:0",
-            f"--path.sysfs={root}/sys",
-            f"--path.procfs={root}/proc",
-            f"--web.config.file={config}",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
+    proc = run_cli(
+        "--web.listen-address=127.0.0.1:0",
+        f"--path.sysfs={root}/sys",
+        f"--path.procfs={root}/proc",
+        f"--web.config.file={config}",
     )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1, proc.stderr
