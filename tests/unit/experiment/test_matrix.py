@@ -22,7 +22,7 @@ def test_json_has_exactly_the_documented_keys() -> None:
     assert json.loads(json.dumps(out)) == out
 
 
-def test_table_rows_are_aligned_and_use_the_seed_spellings() -> None:
+def test_table_rows_are_aligned_and_use_the_report_spellings() -> None:
     lines = matrices_table(DISABLED, ENABLED).splitlines()
     assert "KSM disabled" in lines[1] and "KSM enabled" in lines[1]
     assert set(lines[2]) == {"-"}

@@ -19,8 +19,8 @@ def test_old_kernel_without_memavailable() -> None:
     assert read_meminfo(FIXTURES / "linux-2.6.32" / "proc").available is None
 
 
-def test_seed_log_line_numbers() -> None:
-    # The seed's first log line: 8783 MB used, 23273 MB free on a 32056 MB machine.
+def test_the_report_log_line_numbers() -> None:
+    # The KSM test report's first log line: 8783 MB used, 23273 MB free on a 32056 MB machine.
     m = parse_meminfo(f"MemTotal: {32056 * 1024} kB\nMemFree: {23273 * 1024} kB\n")
     assert (m.used // 2**20, m.free // 2**20) == (8783, 23273)
 
