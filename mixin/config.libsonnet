@@ -44,6 +44,14 @@
     // KSM is meant to run on a node where it ran within this long (or ksmtuned runs or
     // is configured there); elsewhere it is off on purpose and never alerts.
     ksmPressureRanWithin: '1d',
+    // How often the recording rules over long windows (ksmPressureRanWithin,
+    // ksmFullScanWindow) evaluate, and the step of the recorded run state those read:
+    // below Prometheus' 5m lookback, so that the recorded series never go stale between
+    // two evaluations.
+    ksmWindowsInterval: '2m',
+    // Seconds per full scan average over this much time: a full scan of a large node
+    // takes hours, so a usual rate interval would show nothing.
+    ksmFullScanWindow: '6h',
 
     // Savings collapsing: saved memory fell by this share of MemTotal below its maximum
     // within the window, while available memory is below ksmPressureAvailableRatio.

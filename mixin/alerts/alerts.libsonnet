@@ -1,6 +1,10 @@
-// The alerts. They compute what they judge themselves rather than read the recording
-// rules: another group may run before or after this one (promtool and mixin tooling
-// write the two groups to separate files).
+// The alerts. What grows with a window or with the VMs of a node they read from
+// recorded series, so that an evaluation reads a few samples per node: the flapping
+// counts and the VMs below the profit threshold per node are recorded first in this
+// group (rules of a group run in order, so an alert reads this evaluation's count; the
+// dashboard reads them too); KSM's run state over a day comes from the group
+// ksm-exporter.windows (mixin/rules/), at most ksmWindowsInterval old, which matters
+// only a day after KSM last ran. The rest are instant comparisons of a node's series.
 local promql = import '../lib/promql.libsonnet';
 
 {
@@ -28,20 +32,28 @@ local promql = import '../lib/promql.libsonnet';
     // Names the cause of most of the node's changes in the window (the label `cause` of
     // ksm_run_transitions_total); exporters without it say so.
     local topCause =
-      local query = 'topk(1, sum without (state) (increase(ksm_run_transitions_total{%s, instance=%%q}[%s])))' % [
-        c.ksmSelector,
-        c.ksmFlappingWindow,
-      ];
+      local query = 'topk(1, %s{%s, instance=%%q})' % [promql.records.flappingCause, c.ksmSelector];
       '{{ with query (printf `%s` $labels.instance) }}' % query
       + '{{ with index . 0 }}{{ or .Labels.cause "not reported by this exporter" }}{{ end }}{{ end }}',
+
+    // The node's VM that loses most now, its pid and profit.
+    local worstVm =
+      local query = 'bottomk(1, %s{%s, instance=%%q})' % ['ksm_process_profit_bytes', c.ksmSelector];
+      '{{ with query (printf `%s` $labels.instance) }}{{ with index . 0 }}' % query
+      + '{{ .Labels.vm }} (pid {{ .Labels.pid }}) at {{ .Value | humanize1024 }}B{{ end }}{{ end }}',
 
     groups+: [
       {
         name: 'ksm-exporter.alerts',
         rules: [
+          { record: promql.records.flapping, expr: e.flapping() },
+          // The same by cause (ksmtuned, other, unknown; one series per node where the
+          // exporter does not say): which controller flapped.
+          { record: promql.records.flappingCause, expr: e.transitionsIncrease('state') },
+          { record: promql.records.vmsLosing, expr: e.vmsLosing() + '\n' },
           alert(
             'KsmFlapping',
-            e.flapping() + '> %s\n' % num(c.ksmFlappingThreshold),
+            '%s > %s\n' % [sel(promql.records.flapping), num(c.ksmFlappingThreshold)],
             c.ksmFlappingFor,
             'KSM keeps starting and stopping.',
             'KSM on {{ $labels.instance }} changed state {{ $value }} times in %s (alert above %s). Cause of most changes: %s.'
@@ -116,13 +128,17 @@ local promql = import '../lib/promql.libsonnet';
             "Settled KSM on {{ $labels.instance }} has a general profit of {{ $value | humanize1024 }}B (alert below -%s of the node's memory): its rmap_items take more memory than merging saves."
             % pct(c.ksmNegativeProfitMemoryRatio),
           ),
+          // One alert per node with the count of its VMs below the threshold, not one per
+          // VM: a node with a bad configuration is one page, not hundreds. The VMs, held
+          // for an hour by the node (any of them, not each), are in the dashboard's VMs
+          // table; the description names the one that loses most now.
           alert(
             'KsmVmNegativeProfit',
-            '%s < -%d\n' % [sel('ksm_process_profit_bytes'), c.ksmVmNegativeProfitBytes],
+            '%s > 0\n' % sel(promql.records.vmsLosing),
             c.ksmVmNegativeProfitFor,
-            'KSM costs a VM more memory than it saves.',
-            "KSM's profit on VM {{ $labels.vm }} (pid {{ $labels.pid }}) of {{ $labels.instance }} is {{ $value | humanize1024 }}B (alert below -%s MiB)."
-            % num(c.ksmVmNegativeProfitBytes / 1048576),
+            'KSM costs VMs more memory than it saves.',
+            "KSM's profit on {{ $value }} VM(s) of {{ $labels.instance }} is below -%s MiB; lowest: %s."
+            % [num(c.ksmVmNegativeProfitBytes / 1048576), worstVm],
           ),
           alert(
             'KsmdCpuOverBudget',

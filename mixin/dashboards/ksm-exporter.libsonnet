@@ -1,6 +1,8 @@
 // The Grafana dashboard: fleet rows aggregate every node of the selected jobs and
-// clusters; node rows show the selected node. Variables: data source, job, cluster
-// (ksmClusterLabel) and one instance. Thresholds drawn are the alerts' thresholds.
+// clusters and read recorded series only (per job and cluster, or one per node in the
+// instant tables), never a node's raw series over time nor a VM's; node rows show the
+// selected node's raw series. Variables: data source, job, cluster (ksmClusterLabel) and
+// one instance. Thresholds drawn are the alerts' thresholds.
 local promql = import '../lib/promql.libsonnet';
 local g = import 'panels.libsonnet';
 
@@ -11,9 +13,6 @@ local unmerging = promql.unmerging;
 local notRunning = promql.notRunning;
 // Grafana's import dialog asks for this input and sets the datasource variable to it.
 local dsInput = 'DS_PROMETHEUS';
-// Seconds per full scan averages over this much time: a full scan of a large node
-// takes hours, so the usual rate interval would show nothing.
-local fullScanWindow = '6h';
 // Aggregations that keep every label but the metric name, for tables that join queries.
 local edge = 'max by (job, instance, state)';
 local perVm = 'max by (job, instance, vm, pid)';
@@ -49,42 +48,42 @@ local causes = [
       g.stat(
         'Saved across the fleet',
         'Memory KSM saves on all nodes of the selected jobs and clusters.',
-        'sum(%s)' % fleet('ksm_saved_bytes'),
+        'sum(%s)' % fleet(records.saved),
         u.bytes,
         color=g.fixed(g.good),
       ),
       g.stat(
         'Fleet savings share of RAM',
         'Memory KSM saves over the MemTotal of the same nodes.',
-        'sum(%s) / sum(%s)' % [fleet('ksm_saved_bytes'), fleet('ksm_memory_total_bytes')],
+        'sum(%s) / sum(%s)' % [fleet(records.saved), fleet(records.total)],
         u.percent,
         color=g.fixed(g.good),
       ),
       g.stat(
         'Nodes running KSM',
         'Nodes whose KSM run state is running.',
-        'sum(%s)' % fleet('ksm_run_state', running),
+        'sum(%s)' % fleet(records.running),
         'short',
         color=g.fixed(g.neutral),
       ),
       g.stat(
         'Nodes without KSM sysfs',
         'Exporters that cannot read /sys/kernel/mm/ksm (KsmSysfsMissing, information: a kernel without KSM).',
-        'count(%s == 0) or vector(0)' % fleet('ksm_up'),
+        'sum(%s) - sum(%s)' % [fleet(records.nodes), fleet(records.withSysfs)],
         'short',
         steps=[[null, g.good], [1, g.neutral]],
       ),
       g.stat(
         'Fleet general profit',
         'Sum of general_profit over the nodes that report it (kernel 6.4+): red when KSM costs the fleet more memory than it saves.',
-        'sum(%s)' % fleet('ksm_general_profit_bytes'),
+        'sum(%s)' % fleet(records.generalProfit),
         u.bytes,
         steps=g.lossRed,
       ),
       g.stat(
         'ksmd CPU, all nodes',
-        'CPU used by ksmd on all selected nodes, in cores.',
-        'sum(%s)' % e.ksmdCores('$__rate_interval', fleetMatchers),
+        'CPU used by ksmd on all selected nodes, in cores (over %s).' % c.ksmdCpuWindow,
+        'sum(%s)' % fleet(records.ksmdCores),
         u.cores,
         color=g.fixed(g.neutral),
       ),
@@ -112,16 +111,17 @@ local causes = [
       },
       g.table(
         'Nodes',
-        "One row per node: saved memory, its share of the node's RAM, general profit, run-state changes in %s and whether KSM runs. Click a node to open its node view."
+        "One row per node: saved memory, its share of the node's RAM, general profit, run-state changes in %s, whether KSM runs and how many VMs the exporter reads. Click a node to open its node view."
         % c.ksmFlappingWindow,
         [
           t('max by (job, instance) (%s)' % expr, instant=true)
           for expr in [
             fleet('ksm_saved_bytes'),
-            '%s / %s' % [fleet('ksm_saved_bytes'), fleet('ksm_memory_total_bytes')],
+            fleet(records.savedRatio),
             fleet('ksm_general_profit_bytes'),
             fleet(records.flapping),
             fleet('ksm_run_state', running),
+            fleet(records.vms),
           ]
         ],
         'short',
@@ -131,6 +131,7 @@ local causes = [
           ['C', 'General profit', u.bytes],
           ['D', 'Changes in %s' % c.ksmFlappingWindow, 'short'],
           ['E', 'Running', 'bool_yes_no'],
+          ['F', 'VMs', 'short'],
         ],
         width=24,
         sortBy='Saved',
@@ -160,13 +161,17 @@ local causes = [
         width=8,
       ),
       g.table(
-        'VMs where KSM costs more than it saves',
-        'VMs whose KSM profit (saved bytes less the memory of their rmap_items, kernel 6.4+) is negative now, lowest first. KsmVmNegativeProfit fires below -%s MiB held for %s.'
-        % [num(c.ksmVmNegativeProfitBytes / 1048576), c.ksmVmNegativeProfitFor],
-        [t('sort(%s < 0)' % fleet('ksm_process_profit_bytes'), instant=true)],
-        u.bytes,
-        [['A', 'Profit', u.bytes]],
+        'Nodes with VMs where KSM costs more than it saves',
+        'Per node, the VMs whose KSM profit (saved bytes less the memory of their rmap_items, kernel 6.4+) is below -%s MiB now, most first (%s), beside the VMs the exporter reads there (%s). KsmVmNegativeProfit fires once per node after %s; the node view lists its VMs.'
+        % [num(c.ksmVmNegativeProfitBytes / 1048576), records.vmsLosing, records.vms, c.ksmVmNegativeProfitFor],
+        [
+          t('sort_desc(%s)' % fleet(records.vmsLosing), instant=true),
+          t('%s and on (job, instance) %s' % [fleet(records.vms), fleet(records.vmsLosing)], instant=true),
+        ],
+        'short',
+        [['A', 'VMs losing', 'short'], ['B', 'VMs', 'short']],
         width=8,
+        sortBy='VMs losing',
       ),
     ],
 
@@ -175,14 +180,14 @@ local causes = [
       g.stat(
         'Targets down',
         'ksm-exporter targets Prometheus cannot scrape (KsmExporterDown).',
-        'count(%s == 0) or vector(0)' % fleet('up'),
+        'sum(%s) - sum(%s)' % [fleet(records.targets), fleet(records.targetsUp)],
         'short',
         steps=[[null, g.good], [1, 'red']],
       ),
       g.stat(
         'VMs left out',
         'Per-VM series the exporters dropped beyond --collector.process.max, all nodes.',
-        'sum(%s)' % fleet('ksm_process_series_dropped'),
+        'sum(%s)' % fleet(records.dropped),
         'short',
         steps=[[null, g.good], [1, 'orange']],
       ),
@@ -198,7 +203,7 @@ local causes = [
       g.stateTimeline(
         'Collectors',
         "Per collector, whether its last scrape succeeded on every selected node (ksm_scrape_collector_success, lowest over the nodes): a failed collector's series are absent, never 0.",
-        [t('min by (collector) (%s)' % fleet('ksm_scrape_collector_success'), '{{collector}}')],
+        [t('min by (collector) (%s)' % fleet(records.collectors), '{{collector}}')],
         [[0, 'failed', 'red'], [1, 'ok', 'green']],
         width=8,
         height=8,
@@ -255,9 +260,9 @@ local causes = [
       g.row('Node: scanning ($instance)'),
       g.timeseries(
         'Seconds per full scan',
-        'How long ksmd takes to scan all mergeable memory once, averaged over the last %s (on a large node a full scan takes hours). Empty while no full scan completed in that time.'
-        % fullScanWindow,
-        [t('1 / (rate(%s[%s]) > 0)' % [node('ksm_full_scans_total'), fullScanWindow])],
+        'How long ksmd takes to scan all mergeable memory once, averaged over the last %s (on a large node a full scan takes hours; from the %s recording rule). Empty while no full scan completed in that time.'
+        % [c.ksmFullScanWindow, records.fullScans],
+        [t('1 / (%s > 0)' % node(records.fullScans))],
         u.seconds,
       ),
       g.timeseries(

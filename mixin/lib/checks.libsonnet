@@ -15,7 +15,7 @@ local isDuration(d) =
 local durationKeys = [
   k
   for k in std.objectFields(defaults)
-  if std.endsWith(k, 'For') || std.endsWith(k, 'Window') || std.endsWith(k, 'Within')
+  if std.endsWith(k, 'For') || std.endsWith(k, 'Window') || std.endsWith(k, 'Within') || std.endsWith(k, 'Interval')
 ];
 
 {

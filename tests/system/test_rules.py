@@ -134,7 +134,10 @@ def test_mixin_is_vendorable_as_a_subtree(tmp_path: Path) -> None:
     committed = yaml.safe_load((REPO / RULES_FILE).read_text())["groups"]
     assert mixin["rules"]["groups"] + mixin["alerts"]["groups"] == committed
     assert all("record" in r for g in mixin["rules"]["groups"] for r in g["rules"])
-    assert all("alert" in r for g in mixin["alerts"]["groups"] for r in g["rules"])
+    # Every alert is in prometheusAlerts, after the records it reads in the same group.
+    alert_rules = [r for g in mixin["alerts"]["groups"] for r in g["rules"]]
+    kinds = ["alert" if "alert" in r else "record" for r in alert_rules]
+    assert kinds == sorted(kinds, reverse=True) and kinds.count("alert") == 9
     dashboard = json.loads((REPO / DASHBOARD_FILE).read_text())
     assert mixin["dashboards"] == {"ksm-exporter.json": dashboard}
 
@@ -199,7 +202,8 @@ def test_override_reaches_every_rule_and_dashboard_query(other: dict[str, str]) 
         where = r.get("alert") or r["record"]
         assert selects_with(r["expr"], OTHER_SELECTOR) == [], where
     (saved,) = (r for r in rules if r.get("record") == "job:ksm_saved_bytes:sum")
-    assert saved["expr"].startswith("sum by (job, region) (")
+    # The fleet aggregations keep the selector's labels, which the dashboard matches.
+    assert saved["expr"].startswith("sum by (job, region, env) (")
     queries = all_queries(dashboard)
     assert len(queries) > 60
     for q in queries:
@@ -219,13 +223,16 @@ def test_override_reaches_every_rule_and_dashboard_query(other: dict[str, str]) 
         assert a["labels"] == {"severity": expected}, name
         assert a["annotations"]["runbook_url"] == f"https://wiki.example.org/ksm#{name.lower()}"
     flapping = by_name["KsmFlapping"]
-    assert flapping["expr"].endswith("> 7\n") and "[3h]" in flapping["expr"]
+    assert flapping["expr"].endswith("> 7\n")
+    records = {r["record"]: r["expr"] for r in rules if "record" in r}
+    assert "[3h]" in records["instance:ksm_run_transitions:increase_flapping_window"]
     assert "in 3h (alert above 7)" in flapping["annotations"]["description"]
     assert OTHER_SELECTOR in flapping["annotations"]["description"]  # the top-cause query
     assert "< 0.1\n" in by_name["KsmStoppedUnderMemoryPressure"]["expr"]
     assert "> 25 * ksm_pages_sharing" in by_name["KsmWastingEffort"]["expr"]
     assert by_name["KsmdCpuOverBudget"]["expr"].endswith("> 2\n")
-    assert by_name["KsmVmNegativeProfit"]["expr"].endswith("< -134217728\n")
+    losing = records["instance:ksm_process_profit_bytes:count_below_threshold"]
+    assert losing.endswith("< -134217728)\n")
     assert "-128 MiB" in by_name["KsmVmNegativeProfit"]["annotations"]["description"]
     rule = yaml.safe_load(other[PROMETHEUS_RULE_FILE])
     assert rule["spec"]["groups"] == yaml.safe_load(other[RULES_FILE])["groups"]
@@ -256,7 +263,8 @@ def test_zero_thresholds_render(tmp_path: Path) -> None:
     zeros = ("ksmVmNegativeProfitBytes", "ksmWastingRatio", "ksmdCpuBudgetCores")
     rendered = render_mixin(tmp_path / "out", {k: 0 for k in zeros})
     by_name = {a["alert"]: a for a in alerts(rendered[RULES_FILE])}
-    assert by_name["KsmVmNegativeProfit"]["expr"].endswith("< -0\n")
+    records = {r["record"]: r["expr"] for r in rule_list(rendered[RULES_FILE]) if "record" in r}
+    assert records["instance:ksm_process_profit_bytes:count_below_threshold"].endswith("< -0)\n")
     assert "below -0 MiB" in by_name["KsmVmNegativeProfit"]["annotations"]["description"]
     assert by_name["KsmdCpuOverBudget"]["expr"].endswith("> 0\n")
 
@@ -293,7 +301,7 @@ def test_every_alert_is_expected_to_fire_in_a_unit_test() -> None:
 def test_promtool_check_rules() -> None:
     result = promtool("check", "rules", RULES_FILE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 13 rules found" in result.stdout
+    assert "SUCCESS: 30 rules found" in result.stdout
 
 
 @needs_promtool
@@ -360,7 +368,7 @@ def test_example_prometheus_config_with_its_rules_and_file_sd_targets() -> None:
     job is what the default selector picks."""
     result = promtool("check", "config", "examples/prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 13 rules found" in result.stdout
+    assert "SUCCESS: 30 rules found" in result.stdout
     assert sorted(p.name for p in (REPO / "examples/targets").glob("ksm-*.json")) == [
         "ksm-rack-a.json",
         "ksm-rack-b.json",
