@@ -25,7 +25,7 @@ from ksm_exporter.readers.vm_processes import (
 from ksm_exporter.state.bounded_reads import in_thread
 
 # As many VMs as the exporter exports by default (--collector.process.max).
-MAX_VMS = 200
+MAX_VMS = 100
 # How long the VMs' /proc files get: 10,000 processes take well under a second.
 VMS_SECONDS = 5.0
 

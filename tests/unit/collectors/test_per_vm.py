@@ -231,7 +231,7 @@ def test_flags() -> None:
     args = serve_flags.parser().parse_args([])
     assert args.process_collector is True
     assert args.process_pattern.pattern == VM_PATTERN
-    assert (args.process_max, args.settle_full_scans) == (200, 3)
+    assert (args.process_max, args.settle_full_scans) == (100, 3)
     assert args.ksmtuned_config == Path("/etc/ksmtuned.conf")
     args = serve_flags.parser().parse_args(
         [
