@@ -42,8 +42,8 @@ RULES: dict[str, Any] = {
     "ksmPressureFor": "2s",
     "ksmVmNegativeProfitBytes": 0,  # db,primary's 640 bytes lost are enough here
     "ksmVmNegativeProfitFor": "2s",
-    "ksmWindowsInterval": "1s",
-    "ksmdCpuWindow": "10s",  # the fleet's ksmd CPU is recorded over the budget's window  # the long-window records from the first seconds on
+    "ksmWindowsInterval": "1s",  # the long-window records from the first seconds on
+    "ksmdCpuWindow": "10s",  # the fleet's ksmd CPU is recorded over the budget's window
 }
 DASH = load_dashboard()
 RATE_INTERVAL = "10s"  # what Grafana's $__rate_interval gives for a 1s scrape interval
