@@ -46,10 +46,12 @@ local promql = import '../lib/promql.libsonnet';
       {
         name: 'ksm-exporter.alerts',
         rules: [
-          { record: promql.records.flapping, expr: e.flapping() },
+          { record: promql.records.transitions, expr: e.transitionsSum('state, cause') },
           // The same by cause (ksmtuned, other, unknown; one series per node where the
           // exporter does not say): which controller flapped.
-          { record: promql.records.flappingCause, expr: e.transitionsIncrease('state') },
+          { record: promql.records.transitionsCause, expr: e.transitionsSum('state') },
+          { record: promql.records.flapping, expr: e.transitionsIncrease(promql.records.transitions) },
+          { record: promql.records.flappingCause, expr: e.transitionsIncrease(promql.records.transitionsCause) },
           { record: promql.records.vmsLosing, expr: e.vmsLosing() + '\n' },
           alert(
             'KsmFlapping',

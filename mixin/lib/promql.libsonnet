@@ -28,6 +28,8 @@
   // series per job and cluster (ksmClusterLabel) and the selector's labels.
   records: {
     // Per node, every evaluation interval (group ksm-exporter.rules).
+    transitions: 'instance:ksm_run_transitions:sum',
+    transitionsCause: 'instance_cause:ksm_run_transitions:sum',
     flapping: 'instance:ksm_run_transitions:increase_flapping_window',
     flappingCause: 'instance_cause:ksm_run_transitions:increase_flapping_window',
     pressure: 'instance:ksm_memory_available:ratio',
@@ -79,18 +81,20 @@
       p.selector('ksm_memory_total_bytes', [s(m)]),
     ],
 
+    // A node's transition counters summed (`without` keeps every target label: cell,
+    // rack, file_sd's; and works whether or not the exporter adds `cause`), recorded
+    // each evaluation: the hour's increase then reads one series a node (or one per
+    // cause) rather than its nine counters.
+    transitionsSum(without, m=''):: 'sum without (%s) (%s)\n' % [
+      without,
+      p.selector('ksm_run_transitions_total', [c.ksmSelector, m]),
+    ],
     // Rounded because increase() extrapolates to the window's edges and a count of 4
-    // must not read as 4.07 against a threshold of 4. `without` keeps every target label
-    // (cell, rack, file_sd's) and works whether or not the exporter adds `cause`.
-    transitionsIncrease(without, m=''):: |||
-      round(
-        sum without (%s) (
-          increase(%s[%s])
-        )
-      )
-    ||| % [without, p.selector('ksm_run_transitions_total', [c.ksmSelector, m]), c.ksmFlappingWindow],
-
-    flapping(m=''):: e.transitionsIncrease('state, cause', m),
+    // must not read as 4.07 against a threshold of 4.
+    transitionsIncrease(record, m=''):: 'round(increase(%s[%s]))\n' % [
+      p.selector(record, [c.ksmSelector, m]),
+      c.ksmFlappingWindow,
+    ],
 
     // KSM not running while less than the pressure ratio of memory is available, on a
     // node where KSM is meant to run: it ran within ksmPressureRanWithin (recorded in
