@@ -438,17 +438,28 @@ def backfill_records(data: Path, rules: Path, t0: int, t1: int, work: Path) -> N
     """The recorded series over the fleet's hours, as if the rules had run all along:
     `promtool tsdb create-blocks-from rules` evaluates them on a Prometheus holding the
     raw blocks (each group at its interval). Not the 2m run-state steps, which the fleet
-    holds a day of already, and which "ran within a day" reads."""
-    groups = []
-    for g in yaml.safe_load(rules.read_text())["groups"]:
-        kept = [
-            r
-            for r in g["rules"]
-            if "record" in r and r["record"] != "instance:ksm_run_state_running:max_over_time_step"
-        ]
-        groups.append({**g, "rules": kept})
+    holds a day of already, and which "ran within a day" reads. promtool does not
+    backfill a record from another it backfills: those that read a record go second."""
+    every = yaml.safe_load(rules.read_text())["groups"]
+    names = {r["record"] for g in every for r in g["rules"] if "record" in r}
+    skip = "instance:ksm_run_state_running:max_over_time_step"
+    for second in (False, True):
+        groups = []
+        for g in every:
+            kept = [
+                r
+                for r in g["rules"]
+                if "record" in r
+                and r["record"] != skip
+                and any(n in r["expr"] for n in names - {skip}) == second
+            ]
+            groups.append({**g, "rules": kept})
+        backfill_pass(data, groups, t0, t1, work)
+
+
+def backfill_pass(data: Path, groups: list[Any], t0: int, t1: int, work: Path) -> None:
     records = work / "records.yml"
-    records.write_text(yaml.safe_dump({"groups": groups}))
+    records.write_text(yaml.safe_dump({"groups": [g for g in groups if g["rules"]]}))
     out = work / "records"
     with prometheus(data, records, 300, work, ["--query.max-samples=2000000000"]) as address:
         subprocess.run(
@@ -469,6 +480,7 @@ def backfill_records(data: Path, rules: Path, t0: int, t1: int, work: Path) -> N
         )
     for block in out.iterdir():
         block.rename(data / block.name)
+    out.rmdir()
 
 
 @contextlib.contextmanager
