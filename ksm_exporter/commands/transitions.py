@@ -198,8 +198,9 @@ RULE = (
 )
 
 
-def spread(values: list[int]) -> tuple[int | None, int | None, int | None]:
-    """min, median, max; None each for no values."""
+def spread(edges: Sequence[Transition], field: str) -> tuple[int | None, int | None, int | None]:
+    """min, median, max of a byte figure over the edges that have it; None each for none."""
+    values = [v for v in (getattr(t, field) for t in edges) if v is not None]
     if not values:
         return None, None, None
     return min(values), int(statistics.median(values)), max(values)
@@ -212,13 +213,9 @@ def summary(history: Sequence[Transition]) -> list[Direction]:
         if not edges:
             continue
         causes = Counter(t.cause for t in edges)
-        free = spread([t.mem_free_bytes for t in edges if t.mem_free_bytes is not None])
-        committed = spread(
-            [t.ksmtuned_committed_bytes for t in edges if t.ksmtuned_committed_bytes is not None]
-        )
-        thresholds = spread(
-            [t.ksmtuned_threshold_bytes for t in edges if t.ksmtuned_threshold_bytes is not None]
-        )
+        free = spread(edges, "mem_free_bytes")
+        committed = spread(edges, "ksmtuned_committed_bytes")
+        thresholds = spread(edges, "ksmtuned_threshold_bytes")
         out.append(
             Direction(
                 state=state,

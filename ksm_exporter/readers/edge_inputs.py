@@ -31,15 +31,10 @@ from ksm_exporter.readers.processes import ProcessNames, read_process_names
 # Who made an edge into `run`, given the memory read with it (edge_explainer).
 EdgeExplainer = Callable[[int, Optional[MemInfo]], EdgeContext]
 
-# Every PID namespace has a pid 1 and it is root's: when we cannot name it, processes of
-# other users are hidden from us (hidepid=2 leaves them out of the listing, hidepid=1
-# refuses their files), and ksmtuned, qemu and the controllers are root's or others'.
-INIT_PID = 1
-
 
 def processes_seen(names: ProcessNames, ksmtuned: KsmtunedProcess | None) -> ProcessesSeen:
     """`ksmtuned`: its live process (find_ksmtuned), None when none is alive."""
-    if names.error is not None or INIT_PID not in names.names:
+    if not names.complete:  # hidden or unlisted: see others_hidden
         return ProcessesSeen(visible=False)
     running = set(names.names.values())
     return ProcessesSeen(
@@ -109,8 +104,7 @@ def edge_context(
     ksmtuned.conf and `memory` (meminfo as read at the edge; None when it could not be
     read)."""
     names = read_process_names(procfs)
-    visible = names.error is None and INIT_PID in names.names
-    process = find_ksmtuned(procfs, names) if visible else None
+    process = find_ksmtuned(procfs, names) if names.complete else None
     seen = processes_seen(names, process)
     config = read_edge_config(ksmtuned_config)
     if process is not None and config_changed(ksmtuned_config, procfs, process):

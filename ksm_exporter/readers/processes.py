@@ -42,6 +42,11 @@ class ProcessNames:
         and "no ksmtuned among them" would not mean that none runs."""
         return self.error is None and 1 not in self.names
 
+    @property
+    def complete(self) -> bool:
+        """Listed, and nothing hidden: every process of the node is in it."""
+        return self.error is None and not self.others_hidden
+
 
 def list_pids(procfs: Path) -> list[int]:
     """The pids under <procfs>. Raises OSError when the root cannot be listed."""
