@@ -13,10 +13,12 @@
    only --hours). `promtool tsdb create-blocks-from openmetrics` backfills it.
 3. Starts Debian's Prometheus on the blocks with the rules `make mixin` renders, lets
    the rules evaluate, and reads each group's evaluationTime from /api/v1/rules.
-   The blocks end before Prometheus starts (a rule's sample may not be older than the
-   newest block), so the lookback delta is raised to cover the backfill's duration:
-   instant selectors then see the blocks' last samples; the windows of the rules are
-   short of that much data (printed as "lag").
+   A rule's sample may not be older than the newest block, and a live evaluation sees
+   the last samples only within the lookback delta (5m): so the fleet's samples end
+   when the generation and backfill are expected to be done (--ahead, estimated from
+   the samples to write), and the evaluations are read once that time has come, with
+   the lookback raised only to cover the minutes they are read over (printed; more if
+   the backfill took longer than expected).
 4. Sends every query of the dashboard as Grafana sends it, at the data's end: range
    queries over --hours with the step Grafana picks for the panel's width, instant
    queries for instant targets, the one selected node in the node rows; alone with
@@ -63,6 +65,11 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 CONCURRENCY = 6  # Grafana's queries in flight per data source (a browser's connections)
 PANEL_PIXELS = 1900 / 24  # a grid column on a 1920-pixel screen
+# Samples generated and backfilled a second, here with two promtool processes (1,000
+# nodes: 152 M in 810 s), a little over to rather wait than raise the lookback.
+BACKFILL_RATE = 170_000
+LOOKBACK = 300  # Prometheus' default --query.lookback-delta
+WATCH = 6 * 60  # long enough for two evaluations of the 2m group, four of the others
 
 Sample = tuple[str, dict[str, str], float, str]  # name, labels, value, family type
 
@@ -501,17 +508,21 @@ def prometheus(
         yield address
 
 
-def measure(n: int, args: argparse.Namespace, tpl: Template, work: Path) -> dict[str, Any]:
-    rng = random.Random(n)
-    nodes = [Node(i, args.vms, rng) for i in range(n)]
+def generate(
+    n: int,
+    args: argparse.Namespace,
+    tpl: Template,
+    nodes: list[Node],
+    t0: int,
+    t1: int,
+    data: Path,
+    work: Path,
+) -> None:
+    """The fleet's raw blocks in `data`. In files of --chunk nodes, each backfilled
+    (--jobs at a time) and deleted: the disk holds --jobs + 1 of them at most. Their
+    blocks overlap in time; Prometheus compacts them when it starts."""
     began = time.time()
-    t1 = int(began) // STEP * STEP
-    t0 = t1 - args.hours * 3600
-    data = work / f"data-{n}"
     samples = size = 0
-    # In files of --chunk nodes, each backfilled (--jobs at a time) and deleted: the disk
-    # holds --jobs + 1 of them at most. Their blocks overlap in time; Prometheus compacts
-    # them when it starts.
 
     def backfill(text: Path) -> None:
         subprocess.run(
@@ -533,19 +544,57 @@ def measure(n: int, args: argparse.Namespace, tpl: Template, work: Path) -> dict
                 time.sleep(1)
         for f in pending:
             f.result()
-    series = len(tpl.node) + 1 + len(tpl.vm) * args.vms
     print(
-        f"{n} nodes: {series * n:,} series, {samples:,} samples, {size / 1e9:.1f} GB of OpenMetrics"
+        f"{n} nodes: {samples:,} samples, {size / 1e9:.1f} GB of OpenMetrics"
         f", generated and backfilled in {time.time() - began:.0f} s"
     )
-    out: dict[str, Any] = {"nodes": n, "series": series * n, "samples": samples}
+
+
+def keep_raw(data: Path, into: Path, t0: int, t1: int) -> None:
+    """The raw blocks aside (about 1.5 bytes a sample), to measure other rules on the
+    same fleet without generating it again (--raw)."""
+    shutil.copytree(data, into)
+    (into / "fleet.json").write_text(json.dumps({"t0": t0, "t1": t1}))
+
+
+def reuse_raw(kept: Path, data: Path) -> tuple[int, int]:
+    span = json.loads((kept / "fleet.json").read_text())
+    shutil.copytree(kept, data, ignore=shutil.ignore_patterns("fleet.json"))
+    return span["t0"], span["t1"]
+
+
+def wait_until(t: float) -> None:
+    if time.time() < t:
+        print(f"  waiting {t - time.time():.0f} s for the data's end")
+        time.sleep(t - time.time())
+
+
+def measure(n: int, args: argparse.Namespace, tpl: Template, work: Path) -> dict[str, Any]:
+    rng = random.Random(n)
+    nodes = [Node(i, args.vms, rng) for i in range(n)]
+    began = time.time()
+    series = len(tpl.node) + 1 + len(tpl.vm) * args.vms
+    expected = series * n * (args.hours * 3600 // STEP + 1) + n * 86400 // WINDOWS_STEP
+    # The backfill, then the recorded series, the compactions and the queries at the end.
+    ahead = args.ahead if args.ahead is not None else expected * 1.15 / BACKFILL_RATE + 300
+    t1 = int(began + ahead) // STEP * STEP
+    t0 = t1 - args.hours * 3600
+    data = work / f"data-{n}"
+    if args.raw:
+        t0, t1 = reuse_raw(args.raw / str(n), data)
+        print(f"{n} nodes: raw blocks of {args.raw / str(n)}, {t0} to {t1}")
+    else:
+        generate(n, args, tpl, nodes, t0, t1, data, work)
+        if args.keep_raw:
+            keep_raw(data, args.keep_raw / str(n), t0, t1)
+    out: dict[str, Any] = {"nodes": n, "series": series * n, "samples": expected}
     rules = REPO / "rules/ksm-exporter.rules.yml"
     started = time.time()
     backfill_records(data, rules, t0, t1, work)
     print(f"  recorded series backfilled in {time.time() - started:.0f} s")
     # At the data's end, with Prometheus' own 5m lookback: each rule's expression as the
     # group would evaluate it, and the dashboards.
-    with prometheus(data, rules, 300, work) as address:
+    with prometheus(data, rules, LOOKBACK, work) as address:
         api = Api(address)
         wait_for_compactions(address)
         out["rules"] = time_rules(api, rules, t1)
@@ -554,14 +603,17 @@ def measure(n: int, args: argparse.Namespace, tpl: Template, work: Path) -> dict
         for label, path in [("after", REPO / "grafana/ksm-exporter.json"), *args.before]:
             queries = dashboard_queries(json.loads(Path(path).read_text()), instance, args.hours)
             out["dashboards"][label] = time_dashboard(api, label, queries, t1, args.hours)
-    # Now, with the lookback raised over the time since the data's end: Prometheus' own
-    # evaluations of the groups, and the recorded answers against the raw ones.
-    lookback = int(time.time() - t1) + 900
+    # Now, once the data's end has come: Prometheus' own evaluations of the groups, and
+    # the recorded answers against the raw ones. The lookback covers the evaluations
+    # over WATCH from the data's end: more if the backfill took longer than expected
+    # (or the blocks are kept ones), when the rules' windows also hold less data.
+    wait_until(t1 + STEP)
+    lookback = max(LOOKBACK, int(time.time() - t1) + WATCH + 60)
     with prometheus(data, rules, lookback, work) as address:
         api = Api(address)
         out["lookback"] = lookback
         seen: dict[str, dict[float, float]] = {}
-        deadline = time.time() + 8 * 60
+        deadline = time.time() + WATCH
         while time.time() < deadline:
             for name, (last, took) in rule_groups(api).items():
                 if took > 0:
@@ -596,6 +648,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="promtool runs at a time")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp"), help="where the blocks go")
     parser.add_argument("--json", type=Path, help="write the figures there")
+    parser.add_argument(
+        "--ahead",
+        type=int,
+        help="seconds from now to the data's end (estimated from the samples to write)",
+    )
+    parser.add_argument(
+        "--keep-raw", type=Path, help="copy each fleet's raw blocks into DIR/<nodes>"
+    )
+    parser.add_argument(
+        "--raw", type=Path, help="use the raw blocks --keep-raw kept in DIR/<nodes>"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ksm-fleet-", dir=args.work) as tmp:
         work = Path(tmp)
