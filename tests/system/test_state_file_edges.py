@@ -20,7 +20,8 @@ from ksm_exporter.state.state_file import StateFile
 from ksm_exporter.state.transitions import TransitionTracker
 from tests.support.fake_procfs import write_ksmtuned_script, write_process
 
-# A setting as ksmtuned.conf may spell it: any decimal integer, huge, negative, signed.
+# A setting as ksmtuned.conf may spell it: any decimal integer, huge, negative, signed,
+# with leading zeros (octal in KSM_THRES_COEF, or no number there).
 conf_numbers = st.integers(-(2**70), 2**70).map(str) | st.from_regex(
     r"[+-]?[0-9]{1,22}", fullmatch=True
 )

@@ -96,7 +96,7 @@ def test_broken_file_keeps_the_defaults_of_what_is_wrong() -> None:
     assert config == KsmtunedConfig(KSM_SLEEP_MSEC=15)  # line 5, after the open quote: unread
     assert errors == [
         'line 4: no closing quote ("); the rest of the file is ignored, as by bash',
-        "KSM_THRES_COEF: not a decimal integer: 'twenty'; using the default",
+        "KSM_THRES_COEF: not an integer in bash's arithmetic: 'twenty'; using the default",
         "KSM_NPAGES_MAX: not a decimal integer: '0x400'; using the default",
     ]
 
@@ -178,6 +178,54 @@ def test_threshold_is_bashs_whatever_the_settings(total: int, coef: int, const: 
     )
     config = KsmtunedConfig(KSM_THRES_COEF=coef, KSM_THRES_CONST=const)
     assert threshold_kb(total, config) == int(bash.stdout)
+
+
+def script_threshold_lines() -> str:
+    """The lines of Debian's ksmtuned (as its package ships it) that fill in the two
+    settings' defaults and compute the threshold from them and MemTotal ($total)."""
+    lines = (CONFS / "debian-ksmtuned").read_text().splitlines()
+    defaults = lines.index("KSM_THRES_COEF=${KSM_THRES_COEF:-20}")
+    threshold = lines.index("thres=$[total * KSM_THRES_COEF / 100]")
+    picked = lines[defaults : defaults + 2] + lines[threshold : threshold + 4]
+    assert picked[-1] == "fi", picked
+    return "\n".join(picked) + "\necho $thres\n"
+
+
+# Numbers as a ksmtuned.conf may hold them: decimal, with a leading 0 (octal in bash's
+# arithmetic, and 08 no number there), hexadecimal, signed.
+CONF_NUMBER = st.from_regex(r"\A[+-]?(0[0-9]{0,4}|0[xX][0-9a-fA-F]{1,4}|[1-9][0-9]{0,6})\Z")
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash to compare with")
+@settings(max_examples=60, deadline=None)
+@given(total=st.integers(0, 2**40), coef=CONF_NUMBER, const=CONF_NUMBER)
+def test_settings_are_read_as_the_script_reads_them(total: int, coef: str, const: str) -> None:
+    """KSM_THRES_COEF in the script's `$[...]` (010 is 8 percent, 0x10 16, 08 an error),
+    KSM_THRES_CONST in its `[ -gt ]` (010 is 10, 0x10 an error): a value the reader
+    takes gives ksmtuned's threshold; one it rejects makes the script's lines fail."""
+    conf = f"KSM_THRES_COEF={coef}\nKSM_THRES_CONST={const}\n"
+    bash = subprocess.run(
+        ["bash", "-c", conf + script_threshold_lines()],
+        env={"total": str(total)},
+        capture_output=True,
+        text=True,
+    )
+    config, errors = parse_ksmtuned_conf(conf)
+    if errors:
+        assert bash.stderr, (errors, bash.stdout)
+    else:
+        assert bash.stderr == ""
+        assert threshold_kb(total, config) == int(bash.stdout)
+
+
+def test_leading_zeros_as_bash_reads_them() -> None:
+    config, errors = parse_ksmtuned_conf(
+        "KSM_THRES_COEF=010\nKSM_THRES_CONST=010\nKSM_NPAGES_BOOST=0x20\nKSM_SLEEP_MSEC=09\n"
+    )
+    assert (config.KSM_THRES_COEF, config.KSM_THRES_CONST, config.KSM_NPAGES_BOOST) == (8, 10, 32)
+    assert errors == [
+        "KSM_SLEEP_MSEC: not an integer in bash's arithmetic: '09'; using the default"
+    ]
 
 
 def memory_kb(total: int, free: int, buffers: int = 0, cached: int = 0) -> MemInfo:
