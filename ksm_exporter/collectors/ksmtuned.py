@@ -24,22 +24,15 @@ from ksm_exporter.model.labels import bounded_label
 from ksm_exporter.readers import describe_error
 from ksm_exporter.readers.ksmtuned import (
     KIB,
-    changed_message,
-    committed_kb,
-    config_changed,
+    LiveKsmtuned,
     free_kb,
     ksmtuned_inputs,
+    live_ksmtuned,
     pgrep_f_text,
     threshold_kb,
 )
 from ksm_exporter.readers.ksmtuned_conf import CONFIG_OPTION, KsmtunedConfig, read_ksmtuned_conf
-from ksm_exporter.readers.ksmtuned_rule import (
-    BY_CMDLINE,
-    CommittedRule,
-    RuleLook,
-    find_ksmtuned,
-    ksmtuned_rule,
-)
+from ksm_exporter.readers.ksmtuned_rule import RuleLook
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.readers.processes import ProcessNames
 from ksm_exporter.state.read_errors import ReadErrors
@@ -136,61 +129,55 @@ class KsmtunedCollector:
                 tuple(ksmtuned_metrics(KsmtunedReading(config, memory, None, None))),
                 "; ".join(missing),
             )
-        process = find_ksmtuned(ctx.procfs, names)
-        if process is None:
+        live = live_ksmtuned(
+            ctx.procfs,
+            names,
+            self.config_file,
+            config,
+            self.page_size,
+            lambda: self.cmdlines.texts(ctx.procfs, names),
+        )
+        if live is None:
             self.said.say("rule", None, logging.INFO, "")
             reading = KsmtunedReading(config, memory, None, False)
             return Collected(tuple(ksmtuned_metrics(reading)), "; ".join(missing) or None)
-        if config is not None and config_changed(self.config_file, ctx.procfs, process):
-            why = changed_message(self.config_file, process)
-            self.said.say("config", (process.pid, why), logging.WARNING, "%s", why)
-            missing.append(why)
-            config = None
+        pid = live.process.pid
+        if live.changed is not None:
+            self.said.say("config", (pid, live.changed), logging.WARNING, "%s", live.changed)
+            missing.append(live.changed)
         else:
             self.said.say("config", None, logging.INFO, "")
-        look = ksmtuned_rule(ctx.procfs, process)
-        committed: int | None = None
-        if look.rule is None:
-            why = f"ksmtuned (pid {process.pid}): {look.problem}; its committed memory is unknown"
-            self.said.say("rule", (process.pid, why), logging.WARNING, "%s", why)
+        look, rule = live.rule, live.rule.rule
+        if rule is None:
+            why = f"ksmtuned (pid {pid}): {look.problem}; its committed memory is unknown"
+            self.said.say("rule", (pid, why), logging.WARNING, "%s", why)
             missing.append(why)
         else:
-            rule = look.rule
             self.said.say(
                 "rule",
-                (process.pid, rule),
+                (pid, rule),
                 logging.INFO,
                 "ksmtuned (pid %d) runs %s: committed memory is %s%s",
-                process.pid,
+                pid,
                 look.script,
                 rule.words,
                 f" ({rule.variant}'s ksmtuned)" if rule.variant else "",
             )
-            committed = self.committed(ctx, names, rule, config, missing)
-        reading = KsmtunedReading(config, memory, committed, True, look)
+            self.committed_read(live, missing)
+        reading = KsmtunedReading(live.config, memory, live.committed_kb, True, look)
         return Collected(tuple(ksmtuned_metrics(reading)), "; ".join(missing) or None)
 
-    def committed(
-        self,
-        ctx: ScrapeContext,
-        names: ProcessNames,
-        rule: CommittedRule,
-        config: KsmtunedConfig | None,
-        missing: list[str],
-    ) -> int | None:
-        texts = self.cmdlines.texts(ctx.procfs, names) if rule.select == BY_CMDLINE else {}
-        try:
-            ps_metric = config.KSM_PS_METRIC if config is not None else "pss"
-            committed = committed_kb(ctx.procfs, names, self.page_size, rule, ps_metric, texts.get)
-            self.read_errors.scrape_read({SMAPS_ROLLUP}, {})
-            return committed
-        except ValueError as e:  # a sum past 2^64 bytes: some process's file lied
-            missing.append(f"committed memory: {e}")
-            return None
-        except OSError as e:  # a kvm process's PSS: the sum would be short
-            self.read_errors.scrape_read({SMAPS_ROLLUP}, {SMAPS_ROLLUP: describe_error(e)})
-            missing.append(f"committed memory: {describe_error(e)}")
-            return None
+    def committed_read(self, live: LiveKsmtuned, missing: list[str]) -> None:
+        """Count the PSS reads of Proxmox VE's rule; say why committed memory is missing."""
+        error = live.committed_error
+        if isinstance(error, OSError):  # a kvm process's PSS: the sum would be short
+            self.read_errors.scrape_read({SMAPS_ROLLUP}, {SMAPS_ROLLUP: describe_error(error)})
+            missing.append(f"committed memory: {describe_error(error)}")
+            return
+        if error is not None:  # a sum past 2^64 bytes: some process's file lied
+            missing.append(f"committed memory: {error}")
+            return
+        self.read_errors.scrape_read({SMAPS_ROLLUP}, {})
 
 
 def ksmtuned_metrics(r: KsmtunedReading) -> Iterator[Metric]:

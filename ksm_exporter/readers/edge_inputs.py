@@ -22,9 +22,9 @@ from ksm_exporter.model.edge_cause import (
     ProcessesSeen,
     explain_edge,
 )
-from ksm_exporter.readers.ksmtuned import committed_kb, config_changed, free_kb, threshold_kb
+from ksm_exporter.readers.ksmtuned import LiveKsmtuned, free_kb, live_ksmtuned, threshold_kb
 from ksm_exporter.readers.ksmtuned_conf import KsmtunedConfig, read_ksmtuned_conf
-from ksm_exporter.readers.ksmtuned_rule import KsmtunedProcess, find_ksmtuned, ksmtuned_rule
+from ksm_exporter.readers.ksmtuned_rule import KsmtunedProcess
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.readers.processes import ProcessNames, read_process_names
 
@@ -54,45 +54,19 @@ def read_edge_config(path: Path) -> KsmtunedConfig | None:
     return None if found is None else found[0]
 
 
-def running_committed_kb(
-    procfs: Path,
-    names: ProcessNames,
-    process: KsmtunedProcess,
-    config: KsmtunedConfig | None,
-    page_size: int,
-) -> int | None:
-    """Committed memory by the rule of the running ksmtuned's script; None when its script
-    is not recognised (no other script's rule stands in), a PSS cannot be read, or the sum
-    passes 2^64 bytes (a file lied)."""
-    rule = ksmtuned_rule(procfs, process).rule
-    if rule is None:
-        return None
-    metric = config.KSM_PS_METRIC if config is not None else "pss"
-    try:
-        return committed_kb(procfs, names, page_size, rule, metric)
-    except (OSError, ValueError):
-        return None
-
-
 def ksmtuned_figures(
-    procfs: Path,
-    names: ProcessNames,
-    process: KsmtunedProcess | None,
-    config: KsmtunedConfig | None,
-    memory: MemInfo | None,
-    page_size: int,
+    live: LiveKsmtuned | None, config: KsmtunedConfig | None, memory: MemInfo | None
 ) -> KsmtunedFigures:
-    """`process`: the live ksmtuned; None when none runs (or the table is hidden): no
-    script, so no committed memory (and its decision does not matter, or is not known)."""
+    """`live`: the live ksmtuned; None when none runs (or the table is hidden): no script,
+    so no committed memory (and its decision does not matter, or is not known), and the
+    threshold is the file's (`config`)."""
     total = None if memory is None else memory.total // KIB
+    if live is not None:
+        config = live.config  # None when the file changed since ksmtuned started
     return KsmtunedFigures(
         total_kb=total,
         threshold_kb=None if total is None or config is None else threshold_kb(total, config),
-        committed_kb=(
-            None
-            if process is None
-            else running_committed_kb(procfs, names, process, config, page_size)
-        ),
+        committed_kb=None if live is None else live.committed_kb,
         free_kb=None if memory is None else free_kb(memory),
     )
 
@@ -104,13 +78,12 @@ def edge_context(
     ksmtuned.conf and `memory` (meminfo as read at the edge; None when it could not be
     read)."""
     names = read_process_names(procfs)
-    process = find_ksmtuned(procfs, names) if names.complete else None
-    seen = processes_seen(names, process)
     config = read_edge_config(ksmtuned_config)
-    if process is not None and config_changed(ksmtuned_config, procfs, process):
-        config = None  # ksmtuned runs with the text it read at its start: not known
-    figures = ksmtuned_figures(procfs, names, process, config, memory, page_size)
-    return explain_edge(run, figures, seen)
+    live = (
+        live_ksmtuned(procfs, names, ksmtuned_config, config, page_size) if names.complete else None
+    )
+    seen = processes_seen(names, None if live is None else live.process)
+    return explain_edge(run, ksmtuned_figures(live, config, memory), seen)
 
 
 def edge_explainer(procfs: Path, ksmtuned_config: Path) -> EdgeExplainer:

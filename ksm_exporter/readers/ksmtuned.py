@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -44,6 +44,9 @@ from ksm_exporter.readers.ksmtuned_rule import (
     RSZ,
     CommittedRule,
     KsmtunedProcess,
+    RuleLook,
+    find_ksmtuned,
+    ksmtuned_rule,
 )
 from ksm_exporter.readers.meminfo import MemInfo
 from ksm_exporter.readers.processes import (
@@ -190,6 +193,51 @@ def changed_message(config_file: Path, process: KsmtunedProcess) -> str:
         f"{config_file} changed since ksmtuned started (pid {process.pid}); "
         "restart ksmtuned to apply it"
     )
+
+
+@dataclass(frozen=True)
+class LiveKsmtuned:
+    """What the live ksmtuned decides with, as far as it can be told (live_ksmtuned)."""
+
+    process: KsmtunedProcess
+    config: KsmtunedConfig | None  # the file's settings; None unless they are in force
+    changed: str | None  # the file changed since ksmtuned started (changed_message)
+    rule: RuleLook  # its script, and the rule it counts committed memory by (or why none)
+    committed_kb: int | None  # None: no rule, or committed_error
+    committed_error: OSError | ValueError | None = None  # raised by committed_kb
+
+
+def live_ksmtuned(
+    procfs: Path,
+    names: ProcessNames,
+    config_file: Path,
+    config: KsmtunedConfig | None,
+    page_size: int,
+    cmdlines: Callable[[], Mapping[int, str | None]] | None = None,
+) -> LiveKsmtuned | None:
+    """The live ksmtuned (None when none is alive), the configuration it runs with (`config`,
+    read from `config_file`, unless the file changed since it started), its script's rule
+    and the committed memory by that rule. The scrape's collector and the edges' causes
+    both walk this; each says what it lacks its own way. `cmdlines`: the command lines
+    as pgrep -f matches them, for a rule that matches them (a cache; else read here)."""
+    process = find_ksmtuned(procfs, names)
+    if process is None:
+        return None
+    changed = None
+    if config is not None and config_changed(config_file, procfs, process):
+        changed, config = changed_message(config_file, process), None
+    look = ksmtuned_rule(procfs, process)
+    if look.rule is None:
+        return LiveKsmtuned(process, config, changed, look, None)
+    texts = cmdlines() if cmdlines is not None and look.rule.select == BY_CMDLINE else None
+    metric = config.KSM_PS_METRIC if config is not None else "pss"
+    try:
+        committed = committed_kb(
+            procfs, names, page_size, look.rule, metric, None if texts is None else texts.get
+        )
+    except (OSError, ValueError) as e:
+        return LiveKsmtuned(process, config, changed, look, None, e)
+    return LiveKsmtuned(process, config, changed, look, committed)
 
 
 @dataclass(frozen=True)
