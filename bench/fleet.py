@@ -361,6 +361,11 @@ EQUIVALENT = [
     ("general profit", "sum(job:ksm_general_profit_bytes:sum)", "sum(ksm_general_profit_bytes)"),
     ("VMs", "sum(instance:ksm_process:count)", "count(ksm_process_merging_pages)"),
     (
+        "VMs per cluster",
+        "job:ksm_process:count",
+        "count by (job, cell) (ksm_process_merging_pages)",
+    ),
+    (
         "VMs losing per node",
         "instance:ksm_process_profit_bytes:count_below_threshold",
         "count by (job, instance, cell) (ksm_process_profit_bytes < -67108864)",
