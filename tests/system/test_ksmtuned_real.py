@@ -144,7 +144,7 @@ def real_ksmtuned(tmp: Path, threshold_kb: int) -> Iterator[Ksmtuned]:
     try:
         assert parent.stdout is not None and parent.stdout.readline() == "started\n"
         tuned = Ksmtuned(parent, conf, tmp / "ksmtuned.log", tmp / "ksmtune.pid")
-        wait_until(lambda: tuned.looks(), timeout=15, what="ksmtuned's first look")
+        wait_until(lambda: tuned.looks(), timeout=60, what="ksmtuned's first look")
         yield tuned
     finally:
         parent.send_signal(signal.SIGTERM)
@@ -196,7 +196,7 @@ def next_edge(exporter: RunningExporter, seen: int, what: str) -> dict[str, obje
         history = edges(exporter)
         return history if len(history) > seen else None
 
-    history = wait_until(more, timeout=20, what=what)
+    history = wait_until(more, timeout=60, what=what)
     assert len(history) == seen + 1, history[seen:]
     return history[-1]
 
