@@ -232,11 +232,9 @@ def test_override_reaches_every_rule_and_dashboard_query(other: dict[str, str]) 
     assert "in 3h (alert above 7)" in flapping["annotations"]["description"]
     # The description's queries pick the alert's node by its instance alone (the
     # selector's job matcher would make each one, run per alert and evaluation, 4x dearer).
+    losing_vms = by_name["KsmVmNegativeProfit"]["annotations"]["description"]
     assert "flapping_window{instance=%q}" in flapping["annotations"]["description"]
-    assert (
-        "ksm_process_profit_bytes{instance=%q}"
-        in (by_name["KsmVmNegativeProfit"]["annotations"]["description"])
-    )
+    assert "ksm_process_profit_bytes{instance=%q}" in losing_vms
     assert "< 0.1\n" in by_name["KsmStoppedUnderMemoryPressure"]["expr"]
     assert "> 25 * ksm_pages_sharing" in by_name["KsmWastingEffort"]["expr"]
     assert by_name["KsmdCpuOverBudget"]["expr"].endswith("> 2\n")
