@@ -421,6 +421,8 @@ def check_equivalence(api: Api, end: int) -> list[str]:
         print(f"  {'same' if same else 'DIFFERENT'}: {name} ({len(a)} series)")
         if not same:
             failures.append(name)
+            for k in sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))[:3]:
+                print(f"    at {at}: {k} recorded {a.get(k)}, raw {b.get(k)}")
     return failures
 
 
