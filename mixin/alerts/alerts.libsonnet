@@ -5,7 +5,7 @@
 // the profit threshold per node come from the group ksm-exporter.vms and KSM's run state
 // over a day from ksm-exporter.windows (mixin/rules/), at most one evaluation of theirs
 // old, which matters only an hour (the VMs' `for`) or a day after the fact. The rest are
-// instant comparisons of a node's series. Two groups, each under a second at 5,000 nodes.
+// instant comparisons of a node's series, in a group of their own.
 local promql = import '../lib/promql.libsonnet';
 
 {

@@ -1,8 +1,8 @@
 // Recording rules: what the dashboard's fleet rows and the alerts read instead of
 // computing it per query, so that their cost does not grow with the fleet (docs/
 // performance.md, the fleet benchmark). Add a rule here and read it in mixin/dashboards/
-// or mixin/alerts/ through promql.records. Groups by what they read, each under a second
-// on a 5,000-node fleet (Prometheus evaluates groups side by side, the rules of a group
+// or mixin/alerts/ through promql.records. Groups by what they read, so that none holds
+// all the work of a 5,000-node fleet (Prometheus evaluates groups side by side, the rules of a group
 // in order): a node's latest samples, its VMs' series (the largest set), long windows.
 // The flapping counts, read by KsmFlapping at its own evaluation, are recorded in its
 // group (mixin/alerts/).
