@@ -459,21 +459,32 @@ def backfill_records(data: Path, rules: Path, t0: int, t1: int, work: Path) -> N
     `promtool tsdb create-blocks-from rules` evaluates them on a Prometheus holding the
     raw blocks (each group at its interval). Not the 2m run-state steps, which the fleet
     holds a day of already, and which "ran within a day" reads. promtool does not
-    backfill a record from another it backfills: those that read a record go second."""
+    backfill a record from another it backfills: a record goes in the pass after the
+    records it reads (a sum of a sum, then its increase, is three passes)."""
     every = yaml.safe_load(rules.read_text())["groups"]
-    names = {r["record"] for g in every for r in g["rules"] if "record" in r}
     skip = "instance:ksm_run_state_running:max_over_time_step"
-    for second in (False, True):
-        groups = []
-        for g in every:
-            kept = [
-                r
-                for r in g["rules"]
-                if "record" in r
-                and r["record"] != skip
-                and any(n in r["expr"] for n in names - {skip}) == second
-            ]
-            groups.append({**g, "rules": kept})
+    reads = {
+        r["record"]: set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", r["expr"]))
+        for g in every
+        for r in g["rules"]
+        if "record" in r and r["record"] != skip
+    }
+    deps = {name: names & reads.keys() - {name} for name, names in reads.items()}
+    passes: dict[str, int] = {}
+    while len(passes) < len(deps):
+        ready = {
+            name: 1 + max((passes[n] for n in names), default=-1)
+            for name, names in deps.items()
+            if name not in passes and names <= passes.keys()
+        }
+        if not ready:
+            raise SystemExit(f"records that read each other: {sorted(deps.keys() - passes.keys())}")
+        passes.update(ready)
+    for depth in range(max(passes.values(), default=-1) + 1):
+        groups = [
+            {**g, "rules": [r for r in g["rules"] if passes.get(r.get("record", "")) == depth]}
+            for g in every
+        ]
         backfill_pass(data, groups, t0, t1, work)
 
 
