@@ -27,7 +27,8 @@
   // them). level:metric:operations; `instance` keeps every target label, `job` is one
   // series per job and cluster (ksmClusterLabel) and the selector's labels.
   records: {
-    // Per node, every evaluation interval (group ksm-exporter.rules).
+    // Per node, every evaluation interval (groups ksm-exporter.rules and .vms; the
+    // transitions in .flapping, the VMs below the profit threshold in .vm-profit).
     transitions: 'instance:ksm_run_transitions:sum',
     transitionsCause: 'instance_cause:ksm_run_transitions:sum',
     flapping: 'instance:ksm_run_transitions:increase_flapping_window',

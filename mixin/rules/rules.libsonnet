@@ -3,9 +3,9 @@
 // performance.md, the fleet benchmark). Add a rule here and read it in mixin/dashboards/
 // or mixin/alerts/ through promql.records. Groups by what they read, so that none holds
 // all the work of a 5,000-node fleet (Prometheus evaluates groups side by side, the rules of a group
-// in order): a node's latest samples, its VMs' series (the largest set), long windows.
-// The flapping counts, read by KsmFlapping at its own evaluation, are recorded in its
-// group (mixin/alerts/).
+// in order): a node's latest samples, its VMs' count (the largest set), long windows.
+// The flapping counts and the VMs below the profit threshold, read by KsmFlapping and
+// KsmVmNegativeProfit at their own evaluation, are recorded in their groups (mixin/alerts/).
 local promql = import '../lib/promql.libsonnet';
 
 {
@@ -40,15 +40,15 @@ local promql = import '../lib/promql.libsonnet';
         ],
       },
       {
-        // What reads the per-VM series (20 a node of 20 VMs, 100,000 at 5,000 such
-        // nodes): two rules, each once; the fleet count sums the per-node one just
-        // recorded. KsmVmNegativeProfit (ksm-exporter.alerts) reads the VMs below its
-        // threshold from here, at most one evaluation old, which its hour of `for` hides.
+        // The VMs per node, from one per-VM gauge (20 series a node of 20 VMs, 100,000 at
+        // 5,000 such nodes), then the fleet count from that record. The VMs below the
+        // profit threshold read another per-VM gauge, in KsmVmNegativeProfit's group
+        // (mixin/alerts/): one read of 100,000 series per group is what keeps each under
+        // a second at 5,000 nodes (docs/performance.md).
         name: 'ksm-exporter.vms',
         rules: [
           { record: r.vms, expr: e.vms() + '\n' },
           fleet('sum', r.fleetVms, sel(r.vms)),
-          { record: r.vmsLosing, expr: e.vmsLosing() + '\n' },
         ],
       },
       {
