@@ -379,8 +379,8 @@ EQUIVALENT = [
         "round(sum by (job, instance, cell) (increase(ksm_run_transitions_total[1h])))",
     ),
     (
-        "flapping per node and cause",
-        "instance_cause:ksm_run_transitions:increase_flapping_window",
+        "flapping per node and cause",  # as KsmFlapping's description asks
+        "round(increase(instance_cause:ksm_run_transitions:sum[1h]))",
         "round(sum by (job, instance, cell, cause) (increase(ksm_run_transitions_total[1h])))",
     ),
     (

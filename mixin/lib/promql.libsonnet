@@ -32,7 +32,6 @@
     transitions: 'instance:ksm_run_transitions:sum',
     transitionsCause: 'instance_cause:ksm_run_transitions:sum',
     flapping: 'instance:ksm_run_transitions:increase_flapping_window',
-    flappingCause: 'instance_cause:ksm_run_transitions:increase_flapping_window',
     pressure: 'instance:ksm_memory_available:ratio',
     savedRatio: 'instance:ksm_saved_bytes:ratio',
     vms: 'instance:ksm_process:count',
