@@ -52,7 +52,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import FIXTURES, REPO, copy_fixture, http_get, run_exporter
-from tests.support.dashboard_queries import fill
+from tests.support.dashboard_queries import families, fill
 from tests.support.prometheus import run_server
 
 JOB = "ksm-exporter"
@@ -478,7 +478,7 @@ def backfill_records(data: Path, rules: Path, t0: int, t1: int, work: Path) -> N
     every = yaml.safe_load(rules.read_text())["groups"]
     skip = "instance:ksm_run_state_running:max_over_time_step"
     reads = {
-        r["record"]: set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", r["expr"]))
+        r["record"]: families(r["expr"])
         for g in every
         for r in g["rules"]
         if "record" in r and r["record"] != skip
